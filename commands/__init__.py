@@ -1,0 +1,1 @@
+"""runq's command line: thin Typer commands over the engine."""
