@@ -1,0 +1,381 @@
+"""Decoding Guild run attributes (`<run>/.guild/attrs/<name>`).
+
+Guild writes each attribute with PyYAML's `safe_dump` and reads it with
+`yaml.safe_load` under its own float resolver patch. Decoding every
+attribute of a large home with PyYAML is slow, so `decode_attr` first tries
+a strict recognizer for the shapes Guild writes in practice (one scalar,
+a flat mapping of scalars, a list of scalars) and hands anything else to
+`load_yaml`, the exact path. The recognizer gives up rather than guess: it
+only accepts text whose PyYAML result it is certain of, and it resolves
+plain scalars with the very resolver table `GUILD_LOADER` uses.
+
+Callers pass text as Guild reads it: the file opened in text mode, so
+`\\r\\n` has already become `\\n`.
+"""
+
+import functools
+import re
+
+import yaml
+
+from engine.errors import RunqError
+
+# Large attributes that runq keeps as raw text and decodes only when a
+# filter names them.
+LAZY_ATTRS = frozenset({"env", "pip_freeze", "run_params", "op", "cmd", "platform"})
+
+
+class AttrDecodeError(RunqError):
+    """An attribute file whose YAML cannot be decoded (by Guild either)."""
+
+
+# --- The exact path ---------------------------------------------------------
+
+# Guild (yaml_util.patch_yaml_resolver) widens YAML 1.1 floats: the
+# exponent sign is optional and `1e2` needs no decimal point. Guild appends
+# this resolver after PyYAML's own, so it only decides text that neither the
+# stock float nor the int resolver claimed.
+_GUILD_FLOAT = re.compile(
+    r"""^(?:
+        [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?   # 1.5, 1.5e3, 1.e-3
+      | [-+]?[0-9][0-9_]*[eE][-+]?[0-9]+                 # 1e3, 1e-4 (no point)
+      | \.[0-9_]+(?:[eE][-+][0-9]+)?                     # .5, .5e+3
+      | [-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*      # sexagesimal 1:30.5
+      | [-+]?\.(?:inf|Inf|INF)
+      | \.(?:nan|NaN|NAN)
+    )$""",
+    re.X,
+)
+
+
+class GuildLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with Guild's float resolver, on this class only."""
+
+
+# add_implicit_resolver copies the inherited table into GuildLoader before
+# appending, so yaml's global resolvers stay untouched.
+GuildLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _GUILD_FLOAT, list("-+0123456789.")
+)
+GUILD_LOADER = GuildLoader
+
+
+def load_yaml(text):
+    """Decode `text` exactly as Guild does (slow; the reference for the fast path)."""
+    try:
+        return yaml.load(text, Loader=GUILD_LOADER)
+    except yaml.YAMLError as exc:
+        raise _decode_error("malformed YAML", exc) from exc
+    # PyYAML's constructors leak plain exceptions on malformed values (e.g.
+    # `!!int ""` raises IndexError, `!!bool x` KeyError, `._` ValueError,
+    # deep nesting RecursionError); each one means the text is unreadable.
+    except Exception as exc:
+        raise _decode_error(f"YAML value cannot be built ({type(exc).__name__})", exc) from exc
+
+
+def _decode_error(what, exc):
+    detail = " ".join(str(exc).split())
+    return AttrDecodeError(
+        f"{what}: {detail}" if detail else what,
+        hint="Guild cannot read this attribute either; fix or delete the file",
+    )
+
+
+# --- The fast path ----------------------------------------------------------
+
+
+def decode_attr(text):
+    """Decode an attribute file's text; same result as `load_yaml`, much faster."""
+    value = fast_decode(text)
+    return load_yaml(text) if value is UNSURE else value
+
+
+class _Unsure(Exception):
+    """The recognizer met text whose PyYAML result it is not certain of."""
+
+
+class _UnsureType:
+    def __repr__(self):
+        return "UNSURE"
+
+
+# What `fast_decode` returns for text it leaves to `load_yaml`.
+UNSURE = _UnsureType()
+
+
+def fast_decode(text):
+    """Decode the common shapes of Guild attributes, or return UNSURE."""
+    # Printable ASCII and newlines only: no tabs, no reader errors, no BOM.
+    # Guild's writer escapes everything else, so this costs almost nothing.
+    if not _SIMPLE_TEXT.fullmatch(text):
+        return UNSURE
+    if not text.strip("\n"):
+        return None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if any(not line or line.startswith(_DOCUMENT_MARKERS) for line in lines):
+        return UNSURE
+    try:
+        return _document(lines)
+    except _Unsure:
+        return UNSURE
+
+
+_SIMPLE_TEXT = re.compile(r"[ -~\n]*")
+_DOCUMENT_MARKERS = ("---", "...")
+
+
+def _document(lines):
+    first = lines[0]
+    if first.startswith("- "):
+        return [_sequence_item(line) for line in lines]
+    if len(lines) == 1 and _is_lone_value(first):
+        return _block_value(first)
+    return _block_mapping(lines)
+
+
+def _is_lone_value(line):
+    """Whether a one-line document is a value rather than a `key: value` entry."""
+    if line[0] in "[{":
+        return True
+    if line[0] in _QUOTE_STYLES:
+        return _quoted(line, 0)[1] == len(line)
+    return ": " not in line and not line.endswith(":")
+
+
+def _sequence_item(line):
+    if not line.startswith("- "):
+        raise _Unsure
+    return _block_value(line[2:])
+
+
+def _block_mapping(lines):
+    # Later duplicates overwrite earlier ones, as PyYAML's constructor does.
+    mapping = {}
+    for line in lines:
+        key, value = _mapping_entry(line)
+        mapping[key] = value
+    return mapping
+
+
+# PyYAML only looks 1024 characters back for the ':' of a simple key.
+_KEY_LIMIT = 1000
+
+
+def _mapping_entry(line):
+    key, end = _mapping_key(line)
+    if end > _KEY_LIMIT:
+        raise _Unsure
+    rest = line[end:]
+    if rest == ":":
+        return key, None
+    if rest.startswith(": "):
+        return key, _block_value(rest[2:])
+    raise _Unsure
+
+
+def _mapping_key(line):
+    """The key at the start of `line` and where it ends."""
+    if line[0] in _QUOTE_STYLES:
+        return _quoted(line, 0)
+    # A plain key ends at the first ': ', or at a ':' closing the line.
+    end = line.find(": ")
+    if end < 0:
+        if not line.endswith(":"):
+            raise _Unsure
+        end = len(line) - 1
+    return _plain_value(line[:end]), end
+
+
+def _block_value(text):
+    """A scalar, `{}` or flow sequence filling the rest of a line."""
+    return _VALUE_PARSERS.get(text[:1], _plain_value)(text)
+
+
+def _quoted_value(text):
+    value, end = _quoted(text, 0)
+    if end != len(text):
+        raise _Unsure
+    return value
+
+
+def _empty_mapping(text):
+    if text != "{}":
+        raise _Unsure
+    return {}
+
+
+def _flow_sequence(text):
+    if text == "[]":
+        return []
+    items, pos = [], 1
+    while True:
+        item, pos = _flow_item(text, pos)
+        items.append(item)
+        if text.startswith(", ", pos):
+            pos += 2
+        elif pos == len(text) - 1 and text[pos] == "]":
+            return items
+        else:
+            raise _Unsure
+
+
+# Flow context has its own plain-scalar rules (',', '[', ':' ... end a
+# scalar); accept only unremarkable characters there. Inner spaces are kept
+# by PyYAML, trailing ones are not, so a space must precede another char.
+_FLOW_PLAIN = re.compile(r"-?[A-Za-z0-9_.+/](?:[A-Za-z0-9_.+/-]| (?=[A-Za-z0-9_.+/-]))*")
+
+
+def _flow_item(text, pos):
+    if text[pos : pos + 1] in _QUOTE_STYLES:
+        return _quoted(text, pos)
+    match = _FLOW_PLAIN.match(text, pos)
+    if not match:
+        raise _Unsure
+    return _plain_scalar(match.group()), match.end()
+
+
+# --- Scalars ----------------------------------------------------------------
+
+# Characters that cannot start a plain scalar in block context (YAML
+# indicators, plus the space that would mean indentation). '-' may start
+# one when a non-space follows; '?' and ':' could too, but are left to PyYAML.
+_INDICATORS = "-?:,[]{}#&*!|>'\"%@` "
+
+
+def _plain_value(text):
+    if not _is_block_plain(text):
+        raise _Unsure
+    return _plain_scalar(text)
+
+
+def _is_block_plain(text):
+    """Whether PyYAML scans all of `text` as one plain scalar on one line."""
+    if not text or text[-1] in " :":
+        return False
+    if text[0] in _INDICATORS and not (text[0] == "-" and text[1:2] not in ("", " ")):
+        return False
+    # ': ' would start a mapping value, ' #' a comment.
+    return ": " not in text and " #" not in text
+
+
+@functools.lru_cache(maxsize=8192)
+def _plain_scalar(text):
+    """The value of a plain scalar, resolved by GUILD_LOADER's own table."""
+    builder = _SCALAR_BUILDERS.get(_implicit_tag(text))
+    if builder is None:
+        raise _Unsure
+    return builder(text)
+
+
+def _implicit_tag(text):
+    table = GUILD_LOADER.yaml_implicit_resolvers
+    candidates = table.get(text[0], []) + table.get(None, [])
+    for tag, pattern in candidates:
+        if pattern.match(text):
+            return tag
+    return _STR
+
+
+_STR = "tag:yaml.org,2002:str"
+# Ints in any form but plain decimal, and floats with '_' or ':' (which
+# PyYAML builds in its own way) are left to PyYAML; Guild writes neither.
+_DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+
+
+def _build_int(text):
+    if not _DECIMAL_INT.fullmatch(text):
+        raise _Unsure
+    try:
+        return int(text)
+    except ValueError:  # beyond Python's int-from-string digit limit
+        raise _Unsure from None
+
+
+def _build_float(text):
+    special = _SPECIAL_FLOATS.get(text.lower())
+    if special is not None:
+        return special
+    if "_" in text or ":" in text:
+        raise _Unsure
+    # PyYAML computes sign * float(digits); float(text) is the same number.
+    return float(text)
+
+
+# The very objects PyYAML returns: one shared nan, so that two `.nan` keys
+# collapse into one dict entry exactly as they do under PyYAML.
+_SPECIAL_FLOATS = {
+    ".inf": GUILD_LOADER.inf_value,
+    "+.inf": GUILD_LOADER.inf_value,
+    "-.inf": -GUILD_LOADER.inf_value,
+    ".nan": GUILD_LOADER.nan_value,
+}
+
+_SCALAR_BUILDERS = {
+    _STR: str,
+    "tag:yaml.org,2002:null": lambda text: None,
+    "tag:yaml.org,2002:bool": lambda text: GUILD_LOADER.bool_values[text.lower()],
+    "tag:yaml.org,2002:int": _build_int,
+    "tag:yaml.org,2002:float": _build_float,
+}
+
+
+# Quoted scalars on one line. A single-quoted one doubles its quotes; the
+# closing quote is the first lone one. A double-quoted one ends at the first
+# unescaped quote.
+_SINGLE_QUOTED = re.compile(r"'((?:[^']|'')*)'(?!')")
+_DOUBLE_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+_SIMPLE_ESCAPES = {
+    "0": "\0", "a": "\x07", "b": "\x08", "t": "\t", "n": "\n", "v": "\x0b",
+    "f": "\x0c", "r": "\r", "e": "\x1b", " ": " ", '"': '"', "\\": "\\",
+    "/": "/", "N": "\x85", "_": "\xa0", "L": "\u2028", "P": "\u2029",
+}  # fmt: skip
+_ESCAPE = re.compile(r"\\(?:x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}|U[0-9A-Fa-f]{8}|[0abtnvfre \"\\/N_LP])")
+_ESCAPED_BODY = re.compile(r"(?:[^\\]|" + _ESCAPE.pattern + ")*")
+
+
+def _unquote_single(body):
+    return body.replace("''", "'")
+
+
+def _unescape_double(body):
+    if "\\" not in body:
+        return body
+    if not _ESCAPED_BODY.fullmatch(body):
+        raise _Unsure
+    return _ESCAPE.sub(_escaped_char, body)
+
+
+def _escaped_char(match):
+    escape = match.group()[1:]
+    if len(escape) == 1:
+        return _SIMPLE_ESCAPES[escape]
+    code = int(escape[1:], 16)
+    if code > 0x10FFFF:
+        raise _Unsure
+    return chr(code)
+
+
+_QUOTE_STYLES = {
+    "'": (_SINGLE_QUOTED, _unquote_single),
+    '"': (_DOUBLE_QUOTED, _unescape_double),
+}
+
+
+def _quoted(text, pos):
+    """The quoted scalar starting at text[pos] and where it ends."""
+    pattern, unquote = _QUOTE_STYLES[text[pos]]
+    match = pattern.match(text, pos)
+    if not match:
+        raise _Unsure
+    return unquote(match.group(1)), match.end()
+
+
+_VALUE_PARSERS = {
+    "'": _quoted_value,
+    '"': _quoted_value,
+    "[": _flow_sequence,
+    "{": _empty_mapping,
+}

@@ -1,0 +1,629 @@
+"""Compiles a Selection into one parameterized SQL query (a sqlglot tree).
+
+Every user-supplied value, name and pattern becomes a named parameter
+(`:p1`, `:p2`, ...); identifiers and SQL text come only from this module.
+Filter predicates are built two-valued (never NULL), so `not X` is SQL's
+NOT and matches Python's `not` of Guild's test.
+
+Shape of the query:
+
+    WITH selected AS (            -- the root's runs that pass every filter,
+      SELECT ..., ROW_NUMBER() OVER (ORDER BY newest first) AS position
+      FROM runs AS r LEFT JOIN <value joins> WHERE <filters>)
+    [, run_args AS (VALUES ...)]  -- RUN arguments, resolved after the filters
+    SELECT ... ORDER BY ...
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Set
+
+from sqlglot import exp
+
+from engine import tree
+from engine.attrs import LAZY_ATTRS
+from engine.values import stored_number
+
+# Newest first by `started`, else `initialized`; runs with neither last;
+# ties in directory-listing order, as Guild's stable sort leaves them.
+SORT_ORDER = [
+    exp.Ordered(this=exp.Is(this=exp.column("timestamp", "r"), expression=exp.Null()), nulls_first=True),
+    exp.Ordered(this=exp.column("timestamp", "r"), desc=True, nulls_first=False),
+    exp.Ordered(this=exp.column("listing", "r"), nulls_first=True),
+]
+RUN_COLUMNS = (
+    "id",
+    "deleted",
+    "dir",
+    "operation",
+    "op_dir",
+    "started",
+    "stopped",
+    "status",
+    "remote",
+    "exit_status",
+    "label",
+    "marked",
+)
+PYTHON_OPS = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.GT, ">=": exp.GTE}
+WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+@dataclass
+class CompiledQuery:
+    expression: exp.Expression
+    params: Dict[str, object]
+    lazy_attrs: Set[str] = field(default_factory=set)  # raw attributes to decode first
+    has_run_args: bool = False
+
+    def sql(self, pretty=False):
+        return self.expression.sql(dialect="sqlite", pretty=pretty)
+
+    def bound_params(self):
+        """Parameters ready for sqlite3: floats out of int64 range, etc."""
+        return {name: _bindable(value) for name, value in self.params.items()}
+
+
+def compile_selection(selection, now):
+    """Returns the CompiledQuery for a Selection evaluated at `now` (datetime)."""
+    return _Compiler(now).compile(selection)
+
+
+@dataclass(frozen=True)
+class Value:
+    """SQL expressions for one named value, each NULL when not applicable."""
+
+    present: exp.Expression  # non-NULL iff the value is defined (not None)
+    kind: exp.Expression
+    num: exp.Expression
+    str: exp.Expression
+    folded: exp.Expression
+    json: exp.Expression
+
+
+class _Compiler:
+    def __init__(self, now):
+        self.now = now
+        self.params = {}
+        self.joins = []
+        self.values = {}
+        self.lazy_attrs = set()
+
+    # Parameters and joins
+
+    def param(self, value):
+        name = f"p{len(self.params) + 1}"
+        self.params[name] = value
+        return exp.Placeholder(this=name)
+
+    def join(self, table, alias, *conditions):
+        on = exp.and_(*conditions) if len(conditions) > 1 else conditions[0]
+        self.joins.append(exp.Join(this=table_ref(table, alias), on=on, side="LEFT"))
+
+    # The query
+
+    def compile(self, selection):
+        where = [exp.EQ(this=col("deleted"), expression=self.param(int(selection.deleted)))]
+        where += self.option_filters(selection)
+        if selection.filter:
+            where.append(self.predicate(selection.filter.root))
+        selected = self.selected_cte(where)
+        if selection.runs:
+            query = self.run_args_query(selected, selection.runs)
+        else:
+            query = (
+                exp.Select(expressions=[exp.Star()])
+                .from_(table_ref("selected"))
+                .order_by(exp.column("position"))
+                .with_(exp.to_identifier("selected"), as_=selected)
+            )
+        params = _number_in_order(query, self.params)
+        return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs))
+
+    def selected_cte(self, where):
+        position = exp.alias_(
+            exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=SORT_ORDER)),
+            "position",
+        )
+        select = exp.Select(expressions=[col(c) for c in RUN_COLUMNS] + [position])
+        select = select.from_(table_ref("runs", "r"))
+        for join in self.joins:
+            select = select.join(join)
+        return select.where(exp.and_(*where))
+
+    def run_args_query(self, selected, run_args):
+        rows = [
+            exp.Tuple(
+                expressions=[
+                    exp.Literal.number(i),
+                    exp.Literal.number(int(arg.by_index)),
+                    self.param(arg.lo),
+                    self.param(arg.hi),
+                    self.param(arg.text),
+                ]
+            )
+            for i, arg in enumerate(run_args, 1)
+        ]
+        args_cte = exp.Select(expressions=[exp.Star()]).from_(
+            exp.Values(expressions=rows, alias=exp.TableAlias(this=exp.to_identifier("_values")))
+        )
+        count = exp.Subquery(this=exp.Select(expressions=[exp.Count(this=exp.Star())]).from_(table_ref("selected")))
+        a = lambda name: exp.column(name, "a")
+        by_index = exp.and_(
+            a("by_index"),
+            exp.or_(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=a("hi"), expression=count)),
+        )
+        resolved = exp.Select(
+            expressions=[a("arg"), a("lo"), a("hi"), a("text"), exp.alias_(exp.Paren(this=by_index), "by_index")]
+        ).from_(table_ref("run_args", "a"))
+        s = lambda name: exp.column(name, "s")
+        by_position = exp.and_(
+            exp.GT(this=s("position"), expression=a("lo")),
+            exp.or_(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=s("position"), expression=a("hi"))),
+        )
+        by_prefix = exp.EQ(
+            this=exp.Substring(this=s("id"), start=exp.Literal.number(1), length=exp.Length(this=a("text"))),
+            expression=a("text"),
+        )
+        on = exp.Case(ifs=[exp.If(this=a("by_index"), true=by_position)], default=by_prefix)
+        columns = [a("arg"), exp.alias_(a("text"), "arg_text"), a("by_index")]
+        query = (
+            exp.Select(expressions=columns + [s(c) for c in RUN_COLUMNS] + [s("position")])
+            .from_(table_ref("resolved_args", "a"))
+            .join(exp.Join(this=table_ref("selected", "s"), on=on, side="LEFT"))
+            .order_by(a("arg"), s("position"))
+            .with_(exp.to_identifier("selected"), as_=selected)
+            .with_(exp.to_identifier("run_args"), as_=args_cte)
+            .with_(exp.to_identifier("resolved_args"), as_=resolved)
+        )
+        _name_cte_columns(query, "run_args", ["arg", "by_index", "lo", "hi", "text"])
+        return query
+
+    # Filter options (-Fo -Fl -Fu -Ft -Fc -Fm -Fn -Fs -Fd, status)
+
+    def option_filters(self, selection):
+        builders = [
+            self.status_filter,
+            self.operation_filter,
+            self.label_filter,
+            self.tag_filter,
+            self.comment_filter,
+            self.marked_filter,
+            self.started_filter,
+            self.digest_filter,
+        ]
+        return [f for f in (build(selection) for build in builders) if f is not None]
+
+    def status_filter(self, selection):
+        parts = []
+        if selection.statuses:
+            parts.append(exp.In(this=col("status"), expressions=[self.param(s) for s in selection.statuses]))
+        if selection.not_statuses:
+            parts.append(
+                exp.Not(this=exp.In(this=col("status"), expressions=[self.param(s) for s in selection.not_statuses]))
+            )
+        return exp.and_(*parts) if parts else None
+
+    def operation_filter(self, selection):
+        if not selection.operations:
+            return None
+        return _any(self.operation_match(ref) for ref in selection.operations)
+
+    def operation_match(self, ref):
+        if ref.startswith("^") or ref.endswith("$"):
+            return exp.RegexpLike(this=col("operation"), expression=self.param(ref))
+        parts = zip(("opspec_pkg", "opspec_model", "opspec_op"), split_opspec(ref))
+        tests = [self.opspec_part_match(column, part) for column, part in parts if part]
+        return exp.and_(*tests) if tests else exp.true()
+
+    def opspec_part_match(self, column, part):
+        if "*" in part:
+            return exp.Anonymous(this="runq_fnmatch", expressions=[col(column), self.param(part)])
+        return _two_valued(exp.EQ(this=col(column), expression=self.param(part)))
+
+    def label_filter(self, selection):
+        label = exp.Coalesce(this=col("label"), expressions=[exp.Literal.string("")])
+        unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
+        if selection.labels:
+            return _any(
+                unlabeled if value == "-" else _contains_text(label, self.param(value))
+                for value in selection.labels
+            )
+        return unlabeled if selection.unlabeled else None
+
+    def tag_filter(self, selection):
+        if not selection.tags:
+            return None
+        return _exists(
+            "tags",
+            "t",
+            exp.In(this=exp.column("tag", "t"), expressions=[self.param(t) for t in selection.tags]),
+        )
+
+    def comment_filter(self, selection):
+        if not selection.comments:
+            return None
+        text = col("comments_text")
+        return _any(
+            exp.EQ(this=text, expression=exp.Literal.string(""))
+            if value == "-"
+            else _contains_text(text, self.param(value.lower()))
+            for value in selection.comments
+        )
+
+    def marked_filter(self, selection):
+        if selection.marked is None:
+            return None
+        return exp.EQ(this=col("marked"), expression=exp.Literal.number(int(selection.marked)))
+
+    def started_filter(self, selection):
+        if selection.started is None:
+            return None
+        lo, hi = selection.started.epoch_bounds(self.now)
+        ts = col("timestamp")
+        tests = [exp.NEQ(this=exp.Coalesce(this=ts, expressions=[exp.Literal.number(0)]), expression=exp.Literal.number(0))]
+        if lo is not None:
+            tests.append(exp.GTE(this=ts, expression=self.param(lo)))
+        if hi is not None:
+            tests.append(exp.LT(this=ts, expression=self.param(hi)))
+        return exp.and_(*tests)
+
+    def digest_filter(self, selection):
+        if not selection.digest:
+            return None
+        digest = exp.Coalesce(this=col("sourcecode_digest"), expressions=[exp.Literal.string("")])
+        return exp.EQ(this=exp.StrPosition(this=digest, substr=self.param(selection.digest)), expression=exp.Literal.number(1))
+
+    # Filter expressions (-F)
+
+    def predicate(self, node):
+        return PREDICATES[type(node)](self, node)
+
+    def logical(self, node):
+        combine = exp.and_ if node.op == "and" else exp.or_
+        return combine(exp.Paren(this=self.predicate(node.left)), exp.Paren(this=self.predicate(node.right)))
+
+    def negation(self, node):
+        return exp.Not(this=exp.Paren(this=self.predicate(node.operand)))
+
+    def truth(self, node):
+        return exp.true() if node.term.value else exp.false()
+
+    def compare(self, node):
+        value = self.value(node.name)
+        test = self.equality if node.op in ("=", "!=") else self.ordering
+        result = test(value, node.op, node.target)
+        return exp.Not(this=exp.Paren(this=result)) if node.op == "!=" else result
+
+    def equality(self, value, _op, target):
+        if isinstance(target, tree.ListLiteral):
+            return self.list_compare(value, "=", target)
+        if target.value is None:
+            return exp.Is(this=value.present, expression=exp.Null())
+        column, operand = self.typed_operand(value, target.value)
+        return _two_valued(exp.EQ(this=column, expression=operand))
+
+    def ordering(self, value, op, target):
+        if isinstance(target, tree.ListLiteral):
+            return self.list_compare(value, op, target)
+        if target.value is None:
+            return exp.false()
+        column, operand = self.typed_operand(value, target.value)
+        return _two_valued(PYTHON_OPS[op](this=column, expression=operand))
+
+    def typed_operand(self, value, literal):
+        """The value column a literal compares with, and the literal's parameter."""
+        if isinstance(literal, str):
+            return value.str, self.param(literal)
+        return value.num, self.param(literal)
+
+    def list_compare(self, value, op, target):
+        if _is_list(value) == exp.false():
+            return exp.false()
+        return exp.and_(
+            _is_list(value),
+            exp.Anonymous(
+                this="runq_list_compare",
+                expressions=[value.json, exp.Literal.string(op), self.param(_target_json(target))],
+            ),
+        )
+
+    def membership(self, node):
+        value = self.value(node.name)
+        found = _any(self.equality(value, "=", item) for item in node.target.items)
+        return exp.Not(this=exp.Paren(this=found)) if node.negated else found
+
+    def contains(self, node):
+        value = self.value(node.name)
+        target = node.target.value
+        in_list = exp.Anonymous(
+            this="runq_list_contains", expressions=[value.json, self.param(json.dumps(target))]
+        )
+        in_text = _contains_text(value.folded, self.param(str(target).lower()))
+        is_list = _is_list(value)
+        found = in_text if is_list == exp.false() else exp.Case(ifs=[exp.If(this=is_list, true=in_list)], default=in_text)
+        return exp.Not(this=exp.Paren(this=found)) if node.negated else found
+
+    # Values of names
+
+    def value(self, name):
+        if name.text not in self.values:
+            self.values[name.text] = VALUE_SOURCES[name.kind](self, name)
+        return self.values[name.text]
+
+    def attr_value(self, name, key=None):
+        key = name.key if key is None else key
+        if key in COMPUTED_ATTRS:
+            return computed_value(COMPUTED_ATTRS[key](self))
+        if key in LAZY_ATTRS:
+            self.lazy_attrs.add(key)
+        alias = f"a{len(self.joins) + 1}"
+        self.join("attrs", alias, *self.stored_join(alias, key))
+        return stored_value(alias)
+
+    def flag_value(self, name, after=()):
+        alias = f"f{len(self.joins) + 1}"
+        self.join("flags", alias, *self.stored_join(alias, name.key), *after)
+        return stored_value(alias)
+
+    def scalar_value(self, name, after=()):
+        alias = f"s{len(self.joins) + 1}"
+        prefix, tag = name.scalar_key
+        s = lambda c: exp.column(c, alias)
+        which = (
+            exp.EQ(this=s("prefix"), expression=self.param(prefix))
+            if prefix is not None
+            else exp.EQ(this=s("preferred"), expression=exp.Literal.number(1))
+        )
+        self.join(
+            "scalars",
+            alias,
+            exp.EQ(this=s("run_id"), expression=col("id")),
+            exp.EQ(this=s("tag"), expression=self.param(tag)),
+            which,
+            *after,
+        )
+        return Value(
+            present=s("run_id"),
+            kind=exp.Null(),
+            num=s("last_val"),
+            str=exp.Null(),
+            folded=s("last_folded"),
+            json=exp.Null(),
+        )
+
+    def unprefixed_value(self, name):
+        """attr, else flag, else scalar: each join only when the ones before found nothing."""
+        attr = self.attr_value(name)
+        if name.key in COMPUTED_ATTRS and name.key not in NULLABLE_COMPUTED:
+            return attr
+        missing = [exp.Is(this=attr.present, expression=exp.Null())]
+        flag = self.flag_value(name, after=missing)
+        missing.append(exp.Is(this=flag.present, expression=exp.Null()))
+        scalar = self.scalar_value(name, after=missing)
+        return coalesce_values([attr, flag, scalar])
+
+    def stored_join(self, alias, key):
+        c = lambda name: exp.column(name, alias)
+        return (
+            exp.EQ(this=c("run_id"), expression=col("id")),
+            exp.EQ(this=c("name"), expression=self.param(key)),
+            exp.NEQ(this=c("kind"), expression=exp.Literal.string("null")),
+        )
+
+    # Computed attributes (Guild's AttrReader): SQL over the runs table
+
+    def time_text(self, column):
+        when = exp.Div(this=col(column), expression=exp.Literal.number(1000000), typed=True)
+        formatted = exp.Anonymous(
+            this="strftime",
+            expressions=[
+                exp.Literal.string("%Y-%m-%d %H:%M:%S"),
+                when,
+                exp.Literal.string("unixepoch"),
+                exp.Literal.string("localtime"),
+            ],
+        )
+        return exp.Case(ifs=[exp.If(this=col(column), true=formatted)], default=exp.Literal.string(""))
+
+    def duration_text(self):
+        now_us = int(self.now.timestamp() * 1000000)
+        started = col("started")
+        running = exp.and_(
+            exp.EQ(this=col("status"), expression=exp.Literal.string("running")),
+            exp.Not(this=exp.Is(this=started, expression=exp.Null())),
+        )
+        stopped = exp.and_(col("stopped"), exp.Not(this=exp.Is(this=started, expression=exp.Null())))
+        return exp.Case(
+            ifs=[
+                exp.If(this=running, true=_duration(exp.Sub(this=self.param(now_us), expression=started))),
+                exp.If(this=stopped, true=_duration(exp.Sub(this=col("stopped"), expression=started))),
+            ]
+        )
+
+
+def col(name):
+    return exp.column(name, "r")
+
+
+def stored_value(alias):
+    c = lambda name: exp.column(name, alias)
+    return Value(
+        present=c("run_id"), kind=c("kind"), num=c("num"), str=c("str"), folded=c("folded"), json=c("json")
+    )
+
+
+def computed_value(text):
+    """A computed attribute: always a string (or undefined when NULL)."""
+    return Value(
+        present=text,
+        kind=exp.Literal.string("str"),
+        num=exp.Null(),
+        str=text,
+        folded=exp.Nullif(this=exp.Lower(this=text), expression=exp.Literal.string("")),
+        json=exp.Null(),
+    )
+
+
+def coalesce_values(values):
+    """One Value from several sources, of which at most one is joined."""
+    return Value(**{name: _coalesce([getattr(v, name) for v in values]) for name in Value.__dataclass_fields__})
+
+
+def _coalesce(expressions):
+    present = [e for e in expressions if not isinstance(e, exp.Null)]
+    if not present:
+        return exp.Null()
+    if len(present) == 1:
+        return present[0]
+    return exp.Coalesce(this=present[0], expressions=present[1:])
+
+
+def _short(column, length=8):
+    return exp.Substring(this=col(column), start=exp.Literal.number(1), length=exp.Literal.number(length))
+
+
+COMPUTED_ATTRS = {
+    "id": lambda c: col("id"),
+    "run": lambda c: _short("id"),
+    "short_id": lambda c: _short("id"),
+    "model": lambda c: col("model"),
+    "op": lambda c: col("op"),
+    "operation": lambda c: col("operation"),
+    "from": lambda c: col("pkg_desc"),
+    "sourcecode": lambda c: exp.Coalesce(this=_short("sourcecode_digest"), expressions=[exp.Literal.string("")]),
+    "started": lambda c: c.time_text("started"),
+    "stopped": lambda c: c.time_text("stopped"),
+    "status": lambda c: col("status"),
+    "time": lambda c: c.duration_text(),
+}
+
+NULLABLE_COMPUTED = {"time"}
+
+VALUE_SOURCES = {
+    "attr": _Compiler.attr_value,
+    "flag": _Compiler.flag_value,
+    "scalar": _Compiler.scalar_value,
+    None: _Compiler.unprefixed_value,
+}
+
+PREDICATES = {
+    tree.Logical: _Compiler.logical,
+    tree.Not: _Compiler.negation,
+    tree.Truth: _Compiler.truth,
+    tree.Compare: _Compiler.compare,
+    tree.In: _Compiler.membership,
+    tree.Contains: _Compiler.contains,
+}
+
+
+def split_opspec(spec):
+    """(pkg, model, op) of an operation spec, as Guild's --operation splits it.
+
+    Anything Guild cannot read as a spec gives (None, None, None), which
+    matches every run.
+    """
+    import re
+
+    if not spec:
+        return None, None, None
+    if "/" not in spec and ":" not in spec:
+        return None, None, spec
+    for pattern in OPSPEC_PATTERNS:
+        match = re.match(pattern, spec)
+        if match:
+            model, op = match.groups()
+            pkg, model = _split_model_pkg(model)
+            return pkg, model, op
+    return None, None, None
+
+
+OPSPEC_PATTERNS = (
+    r"([^/:]*):([^/:]+)$",
+    r"([^/:]*/[^/:?]*):([^/:]+)$",
+    r"([^/:]+/):?([^/:]+)$",
+)
+
+
+def _split_model_pkg(model):
+    if model and "/" in model:
+        pkg, model = model.split("/", 1)
+        return pkg, model
+    return None, model
+
+
+def _duration(microseconds):
+    seconds = exp.Paren(this=exp.Div(this=exp.Paren(this=microseconds), expression=exp.Literal.number(1000000), typed=True))
+    return exp.Anonymous(
+        this="printf",
+        expressions=[
+            exp.Literal.string("%d:%02d:%02d"),
+            exp.Div(this=seconds, expression=exp.Literal.number(3600), typed=True),
+            exp.Mod(this=exp.Paren(this=exp.Div(this=seconds, expression=exp.Literal.number(60), typed=True)), expression=exp.Literal.number(60)),
+            exp.Mod(this=seconds, expression=exp.Literal.number(60)),
+        ],
+    )
+
+
+def _is_list(value):
+    if isinstance(value.kind, (exp.Literal, exp.Null)):
+        return exp.false()  # computed attributes and scalars are never lists
+    return _two_valued(exp.EQ(this=value.kind, expression=exp.Literal.string("list")))
+
+
+def _two_valued(condition):
+    """A condition that is false, never NULL, where SQL would say NULL."""
+    return exp.Coalesce(this=condition, expressions=[exp.false()])
+
+
+def _contains_text(text, needle):
+    found = exp.GT(this=exp.StrPosition(this=text, substr=needle), expression=exp.Literal.number(0))
+    return found if isinstance(text, exp.Coalesce) or text.name == "comments_text" else _two_valued(found)
+
+
+def _any(conditions):
+    conditions = [exp.Paren(this=c) for c in conditions]
+    return exp.or_(*conditions) if len(conditions) > 1 else conditions[0].this
+
+
+def _exists(table, alias, condition):
+    return exp.Exists(
+        this=exp.Select(expressions=[exp.Literal.number(1)])
+        .from_(table_ref(table, alias))
+        .where(exp.and_(exp.EQ(this=exp.column("run_id", alias), expression=col("id")), condition))
+    )
+
+
+def table_ref(name, alias=None):
+    table = exp.Table(this=exp.to_identifier(name))
+    if alias:
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    return table
+
+
+def _target_json(target):
+    return json.dumps(target.value)
+
+
+def _name_cte_columns(query, name, columns):
+    for cte in query.args["with_"].expressions:
+        if cte.alias == name:
+            cte.set("alias", exp.TableAlias(this=exp.to_identifier(name), columns=[exp.to_identifier(c) for c in columns]))
+
+
+def _number_in_order(query, params):
+    """Renames parameters :p1, :p2, ... in the order they appear in the SQL."""
+    renamed = {}
+    for placeholder in query.find_all(exp.Placeholder, bfs=False):
+        new_name = f"p{len(renamed) + 1}"
+        renamed[new_name] = params[placeholder.name]
+        placeholder.set("this", new_name)
+    return renamed
+
+
+def _bindable(value):
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return stored_number(value)
+    return value

@@ -1,0 +1,180 @@
+"""Runs compiled selections against the index.
+
+The SQL functions a selection may call are registered here, on every
+connection runq opens: `regexp` (Python's re.search, for -Fo patterns),
+`runq_fnmatch` (shell wildcards), and `runq_list_compare` /
+`runq_list_contains` (Python's list comparison and membership).
+"""
+
+import fnmatch
+import functools
+import json
+import operator
+import re
+import sqlite3
+from dataclasses import dataclass
+from itertools import groupby
+from typing import Optional
+
+from engine.attrs import decode_attr
+from engine.compiler import RUN_COLUMNS
+from engine.errors import SelectionError
+from engine.values import stored_value
+
+LIST_OPS = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class SelectedRun:
+    id: str
+    deleted: int
+    dir: str
+    operation: Optional[str]
+    op_dir: Optional[str]
+    started: Optional[int]
+    stopped: Optional[int]
+    status: str
+    remote: Optional[str]
+    exit_status: Optional[int]
+    label: Optional[str]
+    marked: int
+    position: int  # 1-based index in the filtered list
+
+    @property
+    def short_id(self):
+        return self.id[:8]
+
+
+def register_functions(conn):
+    conn.create_function("regexp", 2, regexp, deterministic=True)
+    conn.create_function("runq_fnmatch", 2, shell_match, deterministic=True)
+    conn.create_function("runq_list_compare", 3, list_compare, deterministic=True)
+    conn.create_function("runq_list_contains", 2, list_contains, deterministic=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(pattern):
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def regexp(pattern, text):
+    """`text REGEXP pattern`: Guild's re.search; a bad pattern matches nothing."""
+    compiled = _pattern(pattern)
+    return int(bool(compiled and text is not None and compiled.search(text)))
+
+
+def shell_match(text, pattern):
+    return int(bool(text) and fnmatch.fnmatch(text, pattern))
+
+
+def list_compare(value_json, op, target_json):
+    """Python's comparison of two lists; False where Python raises TypeError."""
+    if value_json is None:
+        return 0
+    try:
+        return int(bool(LIST_OPS[op](json.loads(value_json), json.loads(target_json))))
+    except TypeError:
+        return 0
+
+
+def list_contains(value_json, target_json):
+    """Guild's `contains` on a list value: membership; a list target needs every item."""
+    if value_json is None:
+        return 0
+    value = json.loads(value_json)
+    if not value:
+        return 0
+    target = json.loads(target_json)
+    if isinstance(target, list):
+        return int(all(item in value for item in target))
+    return int(target in value)
+
+
+def select_runs(conn, compiled):
+    """The runs a CompiledQuery selects, in Guild's order; raises SelectionError."""
+    decode_lazy_attrs(conn, compiled.lazy_attrs)
+    cursor = conn.execute(compiled.sql(), compiled.bound_params())
+    if not compiled.has_run_args:
+        return [_selected_run(row) for row in cursor]
+    return resolve_run_args(cursor)
+
+
+def _selected_run(row):
+    return SelectedRun(*row)
+
+
+def resolve_run_args(rows):
+    """Runs picked by RUN arguments (rows ordered by argument, then position)."""
+    selected = {}
+    for _arg, arg_rows in groupby(rows, key=lambda row: row[0]):
+        arg_rows = list(arg_rows)
+        text, by_index = arg_rows[0][1], arg_rows[0][2]
+        runs = [_selected_run(row[3:]) for row in arg_rows if row[3] is not None]
+        if not by_index:
+            _check_one_match(text, runs)
+        for run in runs:
+            selected.setdefault(run.id, run)
+    return list(selected.values())
+
+
+def _check_one_match(text, runs):
+    if not runs:
+        raise SelectionError(
+            f"could not find a run matching '{text}'",
+            hint="try 'runq runs list' for a list",
+        )
+    if len(runs) > 1:
+        ids = ", ".join(run.short_id for run in runs[:10])
+        more = " ..." if len(runs) > 10 else ""
+        raise SelectionError(
+            f"'{text}' matches multiple runs ({ids}{more})",
+            hint="use a longer run id prefix",
+        )
+
+
+def decode_lazy_attrs(conn, names):
+    """Decodes large attributes a filter names (kept as raw text until now)."""
+    for name in sorted(names):
+        rows = conn.execute(
+            "SELECT run_id, raw FROM attrs WHERE name = ? AND kind = 'raw'", (name,)
+        ).fetchall()
+        if rows:
+            with conn:
+                conn.executemany(
+                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ?, raw = NULL"
+                    " WHERE run_id = ? AND name = ?",
+                    [(*_decoded(raw), run_id, name) for run_id, raw in rows],
+                )
+
+
+def _decoded(raw):
+    try:
+        return stored_value(decode_attr(raw))
+    except Exception:
+        return stored_value(None)
+
+
+def execute_readonly(conn, sql):
+    """Runs ad-hoc SQL with writes refused; returns (column names, rows)."""
+    conn.execute("PRAGMA query_only = ON")
+    try:
+        cursor = conn.execute(sql)
+        columns = [d[0] for d in cursor.description or ()]
+        return columns, cursor.fetchall()
+    except sqlite3.Error as e:
+        raise SelectionError(f"SQL error: {e}") from None
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+
+
+assert RUN_COLUMNS == tuple(SelectedRun.__dataclass_fields__)[: len(RUN_COLUMNS)]

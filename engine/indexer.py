@@ -1,0 +1,285 @@
+"""The SQLite index of a Guild home: creating it and keeping it fresh.
+
+A refresh lists runs/ and trash/runs/, reads runs that are new, re-reads
+runs whose stat signature changed, re-checks runs whose status hangs on a
+live pid, and forgets runs whose directories are gone. A run moved between
+runs/ and trash/runs/ keeps its rows. All changes of one refresh commit
+together, so an interrupted refresh leaves the previous state.
+"""
+
+import hashlib
+import os
+import sqlite3
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import List, Tuple
+
+from engine import rundir
+from engine.errors import HomeError
+from engine.executor import register_functions
+from engine.home import DELETED, LIVE
+
+CHILD_TABLES = {
+    "attrs": "run_id, name, kind, num, str, folded, json, raw",
+    "flags": "run_id, name, kind, num, str, folded, json",
+    "scalars": "run_id, prefix, tag, preferred, first_val, first_step, last_val, last_step, "
+    "min_val, min_step, max_val, max_step, avg_val, total, count, last_folded",
+    "tags": "run_id, tag",
+    "comments": "run_id, seq, user, host, body, time",
+}
+PARALLEL_MIN_RUNS = 200
+CHUNK_RUNS = 50
+
+
+def schema_text():
+    here = Path(__file__).resolve().parent
+    for path in (here / "schema.sql", here.parent / "schema.sql"):
+        if path.exists():
+            return path.read_text()
+    raise HomeError("runq is installed without its schema.sql")
+
+
+@dataclass
+class RefreshReport:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    moved: int = 0
+    rechecked: int = 0
+    seconds: float = 0.0
+    problems: List[Tuple[str, str]] = field(default_factory=list)  # (run id, what)
+
+
+class Index:
+    """An open index database for one Guild home."""
+
+    def __init__(self, home, path=None):
+        self.home = home
+        self.path = Path(path) if path else home.default_index_path
+        self.conn = _open(self.path)
+
+    def close(self):
+        self.conn.close()
+
+    # State
+
+    def meta(self, key, default=None):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, **values):
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [(k, str(v)) for k, v in values.items()]
+        )
+
+    def counts(self):
+        rows = self.conn.execute("SELECT deleted, COUNT(*) FROM runs GROUP BY deleted").fetchall()
+        by_root = dict(rows)
+        return by_root.get(LIVE, 0), by_root.get(DELETED, 0)
+
+    # Refresh
+
+    def refresh(self, check=(LIVE, DELETED), progress=None, workers=None):
+        """Brings the index up to date with the disk; returns a RefreshReport.
+
+        Signatures are compared only for runs in the roots named by `check`
+        (a selection reads one root); new, vanished and moved runs are found
+        in both.
+        """
+        started = time.perf_counter()
+        report = RefreshReport()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._refresh(set(check), report, progress, workers)
+            report.seconds = time.perf_counter() - started
+            self.set_meta(last_refresh=time.time(), last_refresh_seconds=f"{report.seconds:.3f}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return report
+
+    def _refresh(self, check, report, progress, workers):
+        known = {row[0]: row[1:] for row in self.conn.execute("SELECT id, deleted, listing, dir, watched, signature FROM runs")}
+        on_disk = self._list_roots()
+        gone = [run_id for run_id in known if run_id not in on_disk]
+        self.delete_rows(gone)
+        report.removed = len(gone)
+        to_read = []
+        for run_id, (deleted, listing, path) in on_disk.items():
+            old = known.get(run_id)
+            if old is None:
+                if rundir.is_run_dir(path):
+                    to_read.append((path, run_id, deleted, listing))
+                continue
+            old_deleted, old_listing, old_dir, watched, old_signature = old
+            if old_deleted != deleted or old_dir != path:
+                self.conn.execute("UPDATE runs SET deleted = ?, dir = ? WHERE id = ?", (deleted, path, run_id))
+                report.moved += 1
+            if old_listing != listing:
+                self.conn.execute("UPDATE runs SET listing = ? WHERE id = ?", (listing, run_id))
+            if deleted in check and rundir.signature(path, watched) != old_signature:
+                to_read.append((path, run_id, deleted, listing))
+        report.added = sum(1 for item in to_read if item[1] not in known)
+        report.updated = len(to_read) - report.added
+        self._read_and_store(to_read, report, progress, workers)
+        report.rechecked = self._recheck_pids(check, {item[1] for item in to_read})
+
+    def _list_roots(self):
+        """{run id: (deleted, listing position, dir)} for both roots."""
+        found = {}
+        for deleted in (DELETED, LIVE):
+            root = self.home.root_dir(deleted)
+            for position, name in enumerate(_listdir(root)):
+                found[name] = (deleted, position, str(root / name))
+        return found
+
+    def _read_and_store(self, to_read, report, progress, workers):
+        total = len(to_read)
+        done = 0
+        for records in _read_runs(to_read, workers):
+            gone = [item for item in records if isinstance(item, str)]
+            self.delete_rows(gone)
+            records = [r for r in records if not isinstance(r, str)]
+            self.write_records(records)
+            report.problems += [(r.id, r.run["problems"]) for r in records if r.run["problems"]]
+            done += len(records) + len(gone)
+            if progress:
+                progress(done, total)
+
+    def _recheck_pids(self, check, just_read):
+        """Runs whose status hangs on a live pid: running until the pid dies."""
+        rows = self.conn.execute("SELECT id, deleted, pid, status FROM runs WHERE pid IS NOT NULL").fetchall()
+        changed = 0
+        for run_id, deleted, pid, status in rows:
+            if run_id in just_read or deleted not in check:
+                continue
+            current = "running" if rundir.pid_alive(pid) else "error"
+            if current != status:
+                self.conn.execute("UPDATE runs SET status = ? WHERE id = ?", (current, run_id))
+                changed += 1
+        return changed
+
+    # Writing rows
+
+    def write_records(self, records):
+        if not records:
+            return
+        self.delete_rows([r.id for r in records])
+        columns = rundir.RUN_FIELDS
+        self.conn.executemany(
+            f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [tuple(r.run[c] for c in columns) for r in records],
+        )
+        for table, rows in _child_rows(records).items():
+            placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
+            self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
+
+    def delete_rows(self, run_ids):
+        ids = [(run_id,) for run_id in run_ids]
+        if not ids:
+            return
+        for table in CHILD_TABLES:
+            self.conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        self.conn.executemany("DELETE FROM runs WHERE id = ?", ids)
+
+    def move_rows(self, run_ids, deleted):
+        self.conn.executemany(
+            "UPDATE runs SET deleted = ?, dir = ? WHERE id = ?",
+            [(deleted, str(self.home.run_dir(run_id, deleted)), run_id) for run_id in run_ids],
+        )
+
+
+def _child_rows(records):
+    rows = {table: [] for table in CHILD_TABLES}
+    for record in records:
+        run_id = record.id
+        rows["attrs"] += [(run_id, *row) for row in record.attrs]
+        rows["flags"] += [(run_id, *row) for row in record.flags]
+        rows["scalars"] += [(run_id, *row) for row in record.scalars]
+        rows["tags"] += [(run_id, tag) for tag in record.tags]
+        rows["comments"] += [(run_id, *row) for row in record.comments]
+    return rows
+
+
+# Reading runs, in parallel when there are many
+
+
+def _read_runs(to_read, workers):
+    """Yields lists of RunRecords (or the ids of dirs that are not runs)."""
+    chunks = [to_read[i : i + CHUNK_RUNS] for i in range(0, len(to_read), CHUNK_RUNS)]
+    workers = workers or os.cpu_count() or 1
+    if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
+        yield from map(_read_chunk, chunks)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        yield from pool.map(_read_chunk, chunks)
+
+
+def _read_chunk(items):
+    records = []
+    for path, run_id, deleted, listing in items:
+        record = rundir.read_run(path, run_id, deleted, listing)
+        records.append(record if record is not None else run_id)
+    return records
+
+
+# The database file
+
+
+def _open(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = schema_text()
+    version = hashlib.sha256(schema.encode()).hexdigest()[:16]
+    conn = _connect(path)
+    if _schema_version(conn) != version:
+        conn.close()
+        remove_index_files(path)
+        conn = _connect(path)
+        _create(conn, schema, version)
+    return conn
+
+
+def _connect(path):
+    try:
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as e:
+        raise HomeError(f"cannot open the index {path}: {e}") from None
+    register_functions(conn)
+    return conn
+
+
+def _schema_version(conn):
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def _create(conn, schema, version):
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    db.executescript(schema)
+    db["meta"].insert({"key": "schema_version", "value": version}, replace=True)
+
+
+def remove_index_files(path):
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

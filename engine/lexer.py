@@ -1,0 +1,96 @@
+"""Tokenizer for Guild filter expressions (`-F EXPR`).
+
+The token rules and their order are Guild 0.9.0's: at each position the
+first rule that matches wins (not the longest), spaces and tabs between
+tokens are skipped, and keywords are recognised case-insensitively only
+when a whole identifier spells one.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from engine.attrs import load_yaml
+from engine.errors import FilterSyntaxError
+
+KEYWORDS = frozenset(
+    ["and", "or", "in", "not", "true", "false", "is", "undefined", "contains"]
+)
+
+# (token type, pattern) in matching order.
+TOKEN_RULES = [
+    ("LPAREN", r"\("),
+    ("RPAREN", r"\)"),
+    ("LBRACKET", r"\["),
+    ("RBRACKET", r"\]"),
+    ("NEQ", r"<>|!="),
+    ("EQ", r"="),
+    ("LTE", r"<="),
+    ("LT", r"<"),
+    ("GTE", r">="),
+    ("GT", r">"),
+    ("COMMA", r","),
+    ("ID", r"[a-zA-Z][^ ,<>!=\n\(\)\[\]]*"),
+    ("NUMBER", r"-?\.?\d+(?:\.\d+)?(?:e(?:\+|-)?(?:\d+))?"),
+    ("STRING", r"(?:\"(?:[^\\\n]|(?:\\.))*?\")|(?:\'(?:[^\\\n]|(?:\\.))*?\')"),
+    ("NEWLINE", r"\n+"),
+]
+MASTER = re.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in TOKEN_RULES))
+SKIPPED = " \t"
+
+
+@dataclass(frozen=True)
+class Token:
+    type: str  # a TOKEN_RULES name, or a keyword upper-cased ("AND", "TRUE", ...)
+    text: str  # the source text
+    value: Any  # decoded value: numbers and quoted strings go through YAML
+    pos: int  # 0-based offset in the expression
+
+
+def tokenize(text):
+    """Returns the list of tokens of `text`; raises FilterSyntaxError."""
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] in SKIPPED:
+            pos += 1
+            continue
+        match = MASTER.match(text, pos)
+        if not match:
+            raise _unexpected_character(text, pos)
+        if match.lastgroup != "NEWLINE":
+            tokens.append(_token(match.lastgroup, match.group(), pos, text))
+        pos = match.end()
+    return tokens
+
+
+def _token(rule, source, pos, text):
+    decode = DECODERS.get(rule)
+    if decode:
+        return Token(rule, source, decode(source, pos, text), pos)
+    if rule == "ID" and source.lower() in KEYWORDS:
+        return Token(source.upper(), source, source, pos)
+    return Token(rule, source, source, pos)
+
+
+def _decode_literal(source, pos, text):
+    try:
+        return load_yaml(source)
+    except Exception as e:
+        raise FilterSyntaxError(
+            f"syntax error in filter at position {pos}: cannot read {source}",
+            hint=str(e).splitlines()[0],
+            position=pos,
+            text=text,
+        ) from None
+
+
+DECODERS = {"NUMBER": _decode_literal, "STRING": _decode_literal}
+
+
+def _unexpected_character(text, pos):
+    return FilterSyntaxError(
+        f"syntax error in filter at position {pos}: unexpected character {text[pos]!r}",
+        position=pos,
+        text=text,
+    )

@@ -1,0 +1,66 @@
+"""How a decoded attribute or flag value is stored so SQL can compare it the
+way Python does.
+
+Each value becomes one row of columns:
+
+    kind    null | bool | int | float | str | list | dict | other | raw
+            (other: YAML dates and the like, which equal no filter literal)
+    num     the number for bool (0/1), int and float; NULL otherwise and for NaN
+    str     the text for str values
+    folded  str(value).lower() when the value is truthy and not a list: what
+            `contains` searches (NULL means `contains` is false)
+    json    lists and dicts, as JSON (NaN and infinities as Python's json writes them)
+    raw     the undecoded file text of a large attribute not decoded yet (kind raw)
+
+With numbers in one column and strings in another, `=`, `<` and friends in
+SQL only ever compare like with like, which is Python's rule: a comparison
+across kinds is false, and `not` of it is true.
+"""
+
+import json
+import math
+
+INT64 = (-(2**63), 2**63 - 1)
+KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
+VALUE_COLUMNS = ("kind", "num", "str", "folded", "json")
+
+
+def value_kind(value):
+    if value is None:
+        return "null"
+    return KINDS.get(type(value), "other")
+
+
+def stored_value(value):
+    """The VALUE_COLUMNS tuple for a decoded value."""
+    kind = value_kind(value)
+    return (
+        kind,
+        stored_number(value) if kind in ("bool", "int", "float") else None,
+        value if kind == "str" else None,
+        folded_text(value) if kind != "list" else None,
+        to_json(value) if kind in ("list", "dict") else None,
+    )
+
+
+def stored_number(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+        return float(value)
+    return int(value) if isinstance(value, bool) else value
+
+
+def folded_text(value):
+    """What Guild's `contains` searches in a value, or None when it finds nothing."""
+    if not value:
+        return None
+    return str(value).lower()
+
+
+def to_json(value):
+    return json.dumps(value, default=str)
+
+
+def from_json(text):
+    return json.loads(text)

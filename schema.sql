@@ -1,0 +1,109 @@
+-- The runq index of one Guild home.
+--
+-- runq creates it at <guild home>/cache/runq/index.db and refreshes it from
+-- the run directories before every command; it is a cache, and
+-- `runq index --rebuild` recreates it. Times are microseconds since the
+-- epoch, as Guild stores them.
+--
+-- Attribute and flag values keep their YAML kind beside them so that SQL
+-- can compare them as Guild does in Python: numbers only with numbers
+-- (`num`), strings only with strings (`str`).
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,            -- the run directory's name
+    deleted INTEGER NOT NULL,       -- 0: in runs/, 1: in trash/runs/
+    dir TEXT NOT NULL,              -- the run directory
+    pkg_type TEXT,                  -- from .guild/opref: guildfile, script, package, ...
+    pkg_name TEXT,
+    pkg_version TEXT,
+    model TEXT,
+    op TEXT,
+    operation TEXT,                 -- as Guild formats it: [pkg/][model:]op
+    opspec_pkg TEXT,                -- `operation` split as --operation splits a value
+    opspec_model TEXT,
+    opspec_op TEXT,
+    pkg_desc TEXT,                  -- the `from` attribute
+    op_dir TEXT,                    -- the project directory Guild shows beside the operation
+    initialized INTEGER,
+    started INTEGER,
+    stopped INTEGER,
+    timestamp INTEGER,              -- started, else initialized: Guild's sort key
+    exit_status INTEGER,
+    status TEXT NOT NULL,           -- completed, error, terminated, running, pending, staged
+    pid INTEGER,                    -- from .guild/LOCK while no exit status decides the status
+    remote TEXT,                    -- from .guild/LOCK.remote
+    label TEXT,                     -- str(label).strip(); NULL without a label
+    marked INTEGER NOT NULL DEFAULT 0,
+    sourcecode_digest TEXT,
+    comments_text TEXT NOT NULL DEFAULT '',  -- user, host and body of each comment, lower-cased: what --comment searches
+    listing INTEGER,                -- position in its directory listing: Guild's order for equal timestamps
+    watched TEXT,                   -- files whose stat makes the signature, relative to dir, one per line
+    signature TEXT,                 -- their stat signature when the run was read
+    problems TEXT                   -- what could not be read, if anything
+);
+
+CREATE INDEX IF NOT EXISTS runs_by_order ON runs (deleted, timestamp);
+
+CREATE TABLE IF NOT EXISTS attrs (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,             -- the file name in .guild/attrs
+    kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: not decoded yet
+    num,                            -- bool (0/1), int and float values; NULL for NaN
+    str TEXT,                       -- str values
+    folded TEXT,                    -- str(value).lower() of a truthy non-list value: what `contains` searches
+    json TEXT,                      -- list and dict values
+    raw TEXT,                       -- the file's text while kind is raw (large attributes)
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS flags (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,             -- a key of the `flags` attribute
+    kind TEXT NOT NULL,
+    num,
+    str TEXT,
+    folded TEXT,
+    json TEXT,
+    PRIMARY KEY (run_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS scalars (
+    run_id TEXT NOT NULL,
+    prefix TEXT NOT NULL,           -- event files' directory relative to the run: .guild, '' (root), eval, ...
+    tag TEXT NOT NULL,
+    preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: .guild, then '', then the first by name
+    first_val REAL,
+    first_step INTEGER,
+    last_val REAL,                  -- value at the highest step (the later event on ties); NULL for NaN
+    last_step INTEGER,
+    min_val REAL,
+    min_step INTEGER,
+    max_val REAL,
+    max_step INTEGER,
+    avg_val REAL,
+    total REAL,
+    count INTEGER,
+    last_folded TEXT,               -- str(last_val).lower() when truthy: what `contains` searches
+    PRIMARY KEY (run_id, tag, prefix)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS tags (
+    run_id TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS comments (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,           -- order in the `comments` attribute
+    user TEXT,
+    host TEXT,
+    body TEXT,
+    time INTEGER,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
