@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from engine import tree
 from engine.attrs import LAZY_ATTRS
+from engine.timerange import epoch_bounds
 from engine.values import stored_number
 
 # Newest first by `started`, else `initialized`; runs with neither last;
@@ -259,7 +260,7 @@ class _Compiler:
     def started_filter(self, selection):
         if selection.started is None:
             return None
-        lo, hi = selection.started.epoch_bounds(self.now)
+        lo, hi = epoch_bounds(selection.started, self.now)
         ts = col("timestamp")
         tests = [exp.NEQ(this=exp.Coalesce(this=ts, expressions=[exp.Literal.number(0)]), expression=exp.Literal.number(0))]
         if lo is not None:
