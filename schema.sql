@@ -76,7 +76,7 @@ CREATE TABLE IF NOT EXISTS scalars (
     run_id TEXT NOT NULL,
     prefix TEXT NOT NULL,           -- event files' directory relative to the run: .guild, '' (root), eval, ...
     tag TEXT NOT NULL,
-    preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: .guild, then '', then the first by name
+    preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: the least by code point ('' < .guild < eval)
     first_val REAL,
     first_step INTEGER,
     last_val REAL,                  -- value at the highest step (the later event on ties); NULL for NaN

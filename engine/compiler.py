@@ -16,7 +16,7 @@ Shape of the query:
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Set
+from typing import Dict, Set
 
 from sqlglot import exp
 
@@ -43,6 +43,7 @@ RUN_COLUMNS = (
     "status",
     "remote",
     "exit_status",
+    "pid",
     "label",
     "marked",
 )

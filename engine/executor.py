@@ -43,6 +43,7 @@ class SelectedRun:
     status: str
     remote: Optional[str]
     exit_status: Optional[int]
+    pid: Optional[int]
     label: Optional[str]
     marked: int
     position: int  # 1-based index in the filtered list

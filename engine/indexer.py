@@ -163,6 +163,29 @@ class Index:
                 changed += 1
         return changed
 
+    def recheck(self, run_ids):
+        """Re-reads any of these runs whose files changed; forgets vanished ones."""
+        changed = []
+        for chunk in _chunks(list(run_ids), 10000):
+            rows = self.conn.execute(
+                f"SELECT id, deleted, listing, dir, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            changed += [
+                (path, run_id, deleted, listing)
+                for run_id, deleted, listing, path, watched, old in rows
+                if rundir.signature(path, watched) != old
+            ]
+        if changed:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._read_and_store(changed, RefreshReport(), None, None)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return len(changed)
+
     # Writing rows
 
     def write_records(self, records):
@@ -208,9 +231,13 @@ def _child_rows(records):
 # Reading runs, in parallel when there are many
 
 
+def _chunks(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 def _read_runs(to_read, workers):
     """Yields lists of RunRecords (or the ids of dirs that are not runs)."""
-    chunks = [to_read[i : i + CHUNK_RUNS] for i in range(0, len(to_read), CHUNK_RUNS)]
+    chunks = _chunks(to_read, CHUNK_RUNS)
     workers = workers or os.cpu_count() or 1
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
         yield from map(_read_chunk, chunks)

@@ -14,7 +14,6 @@ a link, never followed.
 """
 
 import os
-import shutil
 import signal
 import tempfile
 import uuid
@@ -175,9 +174,3 @@ def stop_run(pid):
         return False
     return True
 
-
-def free_space_text(num_bytes):
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if num_bytes < 1024 or unit == "TB":
-            return f"{num_bytes:.0f} {unit}" if unit == "bytes" else f"{num_bytes:.1f} {unit}"
-        num_bytes /= 1024

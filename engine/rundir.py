@@ -9,7 +9,7 @@ a live process, which the indexer re-checks on every refresh.
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from engine import tfevents
 from engine.attrs import LAZY_ATTRS, decode_attr
@@ -321,11 +321,12 @@ def _is_foreign_link(path):
 
 
 def _preferred_prefixes(summaries):
-    """The prefix an unprefixed tag reads: .guild, then '' (root), then by name."""
-    rank = lambda prefix: (prefix != ".guild", prefix != "", prefix)
+    """The prefix an unprefixed tag reads: Guild reads its scalar rows in
+    (prefix, tag) index order and takes the first, so the least prefix by
+    code point ('' for the run root sorts before '.guild')."""
     preferred = {}
     for prefix, tag in summaries:
-        if tag not in preferred or rank(prefix) < rank(preferred[tag]):
+        if tag not in preferred or prefix < preferred[tag]:
             preferred[tag] = prefix
     return preferred
 

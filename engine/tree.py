@@ -6,7 +6,7 @@ unparenthesised mix of `and`/`or` really means.
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 NAME_KINDS = ("attr", "flag", "scalar")
 

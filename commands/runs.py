@@ -1,0 +1,257 @@
+"""`runq runs list|delete|purge|restore`: Guild's run commands over the index."""
+
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from commands import render
+from commands.selection_options import selection_command
+from commands.session import open_index, progress_printer
+from engine import actions
+from engine.compiler import compile_selection
+from engine.errors import SelectionError
+from engine.executor import select_runs
+from engine.home import DELETED, LIVE
+
+ABORTED = 4
+RUNS_PER_PAGE = 20
+
+app = typer.Typer(no_args_is_help=True, help="List, delete, purge and restore runs.")
+
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt before acting.")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen and change nothing.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the selected runs as JSON.")]
+SqlOption = Annotated[
+    bool, typer.Option("--sql", help="Print the selection's SQL and parameters, and exit without touching anything.")
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    """What distinguishes purge, delete and restore."""
+
+    source: int  # the root runs are selected from
+    preview: str
+    prompt: str
+    default_yes: bool
+    nothing: str
+    done: str
+    would: str
+    perform: object  # (index, runs, progress) -> (count, extra text)
+
+
+def _remove(index, runs, progress):
+    report = actions.remove(index, runs, runs[0].deleted, progress)
+    for run_id, why in report.failed:
+        typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
+    freed = f" ({render.size_text(report.bytes_freed)} reclaimed)"
+    return len(report.removed), freed
+
+
+def _move(to_deleted):
+    return lambda index, runs, progress: (len(actions.move(index, runs, to_deleted)), "")
+
+
+PURGE = Action(
+    source=DELETED,
+    preview="WARNING: You are about to permanently delete the following runs:",
+    prompt="Permanently delete {count} run(s)?",
+    default_yes=False,
+    nothing="Nothing to purge.",
+    done="Permanently deleted {count} run(s){extra}",
+    would="Would permanently delete {count} run(s)",
+    perform=_remove,
+)
+DELETE = Action(
+    source=LIVE,
+    preview="You are about to delete the following runs:",
+    prompt="Delete {count} run(s)?",
+    default_yes=True,
+    nothing="Nothing to delete.",
+    done="Deleted {count} run(s){extra}",
+    would="Would delete {count} run(s)",
+    perform=_move(True),
+)
+DELETE_PERMANENT = Action(
+    source=LIVE,
+    preview="WARNING: You are about to permanently delete the following runs:",
+    prompt="Permanently delete {count} run(s)?",
+    default_yes=False,
+    nothing="Nothing to delete.",
+    done="Permanently deleted {count} run(s){extra}",
+    would="Would permanently delete {count} run(s)",
+    perform=_remove,
+)
+RESTORE = Action(
+    source=DELETED,
+    preview="You are about to restore the following runs:",
+    prompt="Restore {count} run(s)?",
+    default_yes=True,
+    nothing="Nothing to restore.",
+    done="Restored {count} run(s){extra}",
+    would="Would restore {count} run(s)",
+    perform=_move(False),
+)
+
+
+@app.command("list")
+@selection_command
+def list_runs(
+    ctx: typer.Context,
+    options,
+    deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Show all runs (by default the last 20).")] = False,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", "-n", metavar="N", min=1, help="Limit number of runs shown.")
+    ] = None,
+    more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
+    as_json: JsonOption = False,
+    show_sql: SqlOption = False,
+):
+    """List runs, newest first, as Guild would select them."""
+    if all_ and limit:
+        raise SelectionError("--all and --limit cannot both be used")
+    selected = _select(ctx.obj, options, DELETED if deleted else LIVE, show_sql)
+    if selected is None:
+        return
+    runs = selected.runs
+    if as_json:
+        render.print_json(runs)
+        return
+    shown = _limited(runs, all_, limit, more)
+    render.print_table(shown, render.LIST_COLUMNS)
+    if len(shown) < len(runs) and not limit:
+        typer.echo(
+            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more",
+            err=True,
+        )
+
+
+def _limited(runs, all_, limit, more):
+    if all_:
+        return runs
+    return runs[: limit or (more + 1) * RUNS_PER_PAGE]
+
+
+@app.command("purge")
+@selection_command
+def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
+               as_json: JsonOption = False, show_sql: SqlOption = False):
+    """Permanently delete deleted runs (those in the trash)."""
+    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql)
+
+
+@app.command("delete")
+@selection_command
+def delete_runs(
+    ctx: typer.Context,
+    options,
+    permanent: Annotated[bool, typer.Option("--permanent", "-p", help="Delete runs permanently, not to the trash.")] = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+    show_sql: SqlOption = False,
+):
+    """Delete runs (move them to the trash, or remove them with --permanent)."""
+    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql)
+
+
+@app.command("restore")
+@selection_command
+def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
+                 as_json: JsonOption = False, show_sql: SqlOption = False):
+    """Restore deleted runs from the trash."""
+    _act(ctx.obj, options, RESTORE, yes, dry_run, as_json, show_sql)
+
+
+# Shared flow
+
+
+@dataclass
+class Selected:
+    index: object
+    selection: object
+    runs: list
+
+
+def _select(settings, options, source, show_sql):
+    """The selected runs (with the index and selection behind them), or None
+    after printing the SQL for --sql."""
+    selection = options.selection(deleted=bool(source), now=settings.now)
+    for warning in selection.warnings:
+        typer.echo(f"runq: {warning}", err=True)
+    compiled = compile_selection(selection, settings.now)
+    if show_sql:
+        typer.echo(render.sql_script(compiled))
+        return None
+    index = open_index(settings, check=(source,))
+    return Selected(index, selection, select_runs(index.conn, compiled))
+
+
+def _act(settings, options, action, yes, dry_run, as_json, show_sql):
+    selected = _select(settings, options, action.source, show_sql)
+    if selected is None:
+        return
+    runs = selected.runs
+    if not runs:
+        typer.echo(action.nothing, err=True)
+        return
+    if dry_run:
+        _dry_run(runs, action, as_json)
+        return
+    if not yes:
+        _confirm_or_abort(runs, action)
+    if action.source == LIVE:
+        _stop_running_runs(runs, yes)
+    runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
+    if skipped:
+        ids = ", ".join(run.short_id for run in skipped[:10])
+        typer.echo(f"runq: skipped {len(skipped)} run(s) that changed or vanished since they were selected: {ids}", err=True)
+    if not runs:
+        typer.echo(action.nothing, err=True)
+        return
+    count, extra = action.perform(selected.index, runs, progress_printer("Deleting runs", min_total=50))
+    typer.echo(action.done.format(count=count, extra=extra), err=True)
+
+
+def _dry_run(runs, action, as_json):
+    if as_json:
+        render.print_json(runs)
+        return
+    typer.echo(action.preview, err=True)
+    render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+    typer.echo(action.would.format(count=len(runs)) + " (dry run: nothing changed)", err=True)
+
+
+def _confirm_or_abort(runs, action):
+    typer.echo(action.preview, err=True)
+    render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+    if not confirm(action.prompt.format(count=len(runs)), action.default_yes):
+        raise typer.Exit(ABORTED)
+
+
+def _stop_running_runs(runs, yes):
+    running = [run for run in runs if run.status == "running" and not run.remote]
+    if not running:
+        return
+    if not yes:
+        typer.echo("WARNING: One or more runs are still running and will be stopped before being deleted.", err=True)
+        if not confirm("Really delete these runs?", False):
+            raise typer.Exit(ABORTED)
+    actions.stop_running(running)
+
+
+def confirm(prompt, default):
+    typer.echo(f"{prompt} {'(Y/n)' if default else '(y/N)'} ", nl=False, err=True)
+    try:
+        answer = sys.stdin.readline()
+    except (EOFError, KeyboardInterrupt):
+        answer = ""
+    if not answer:
+        typer.echo(err=True)
+        return False
+    answer = answer.strip().lower()
+    return answer in ("y", "yes") or (default and answer == "")

@@ -1,0 +1,149 @@
+"""The selection options every run command takes, declared once.
+
+`selection_command` adds Guild's RUN arguments, filter and status options
+to a command and hands the command a `SelectionOptions` instead of twenty
+parameters.
+"""
+
+import functools
+import inspect
+from dataclasses import dataclass, fields
+from typing import List, Optional, Tuple
+
+import typer
+from typing_extensions import Annotated
+
+from engine.errors import SelectionError
+from engine.selection import STATUSES, build_selection
+
+STATUS_CHARS = "".join(STATUSES)
+STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
+FILTER_HELP = "Filter runs using a filter expression (see Guild's 'Filter by Expression')."
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    runs: Tuple[str, ...]
+    filter_expr: Optional[str]
+    operations: Tuple[str, ...]
+    labels: Tuple[str, ...]
+    unlabeled: bool
+    tags: Tuple[str, ...]
+    comments: Tuple[str, ...]
+    marked: bool
+    unmarked: bool
+    started: Optional[str]
+    digest: Optional[str]
+    status_chars: Optional[str]
+    running: Optional[bool]
+    completed: Optional[bool]
+    error: Optional[bool]
+    terminated: Optional[bool]
+    pending: Optional[bool]
+    staged: Optional[bool]
+
+    def selection(self, deleted, now):
+        return build_selection(
+            deleted=deleted,
+            filter_expr=self.filter_expr,
+            operations=self.operations,
+            labels=self.labels,
+            unlabeled=self.unlabeled,
+            tags=self.tags,
+            comments=self.comments,
+            marked=self.marked,
+            unmarked=self.unmarked,
+            started=self.started,
+            digest=self.digest,
+            status_flags={name: getattr(self, name) for name in STATUS_NAMES},
+            runs=self.runs,
+            now=now,
+        )
+
+
+def _multi(*names, metavar, help):
+    return Annotated[Optional[List[str]], typer.Option(*names, metavar=metavar, help=help)]
+
+
+def _flag(*names, help):
+    return Annotated[bool, typer.Option(*names, help=help)]
+
+
+def _status(name, char, help):
+    return Annotated[
+        Optional[bool],
+        typer.Option(
+            f"--{name}/--not-{name}", f"-S{char}", help=help, show_default=False, callback=_apply_status_chars
+        ),
+    ]
+
+
+# As in Guild, `-S<chars>` is applied by each status option's callback when
+# it runs, so the letters win over a --not-X that click processes after -S
+# (given after it on the command line, or not given), and lose to one
+# processed before.
+
+
+def _apply_status_chars(ctx: typer.Context, param: typer.CallbackParam, value: Optional[bool]):
+    chars = ctx.params.get("status_chars")
+    char = next(opt[2:] for opt in param.opts if opt.startswith("-S"))
+    return True if not value and chars and char in chars else value
+
+
+def _validate_status_chars(value: Optional[str]):
+    bad = next((c for c in value or "" if c not in STATUS_CHARS), None)
+    if bad:
+        raise SelectionError(
+            f"unrecognized status char '{bad}' in option '-S'",
+            hint="use letters from rcetps (running, completed, error, terminated, pending, staged)",
+        )
+    return value
+
+
+OPTION_TYPES = {
+    "runs": Annotated[Optional[List[str]], typer.Argument(metavar="RUN...", show_default=False)],
+    "filter_expr": Annotated[Optional[str], typer.Option("--filter", "-F", metavar="EXPR", help=FILTER_HELP)],
+    "operations": _multi("--operation", "-Fo", metavar="VAL", help="Filter runs with operations matching VAL."),
+    "labels": _multi("--label", "-Fl", metavar="VAL", help="Filter runs with labels matching VAL ('-' for no label)."),
+    "unlabeled": _flag("--unlabeled", "-Fu", help="Filter runs without labels."),
+    "tags": _multi("--tag", "-Ft", metavar="TAG", help="Filter runs with TAG."),
+    "comments": _multi("--comment", "-Fc", metavar="VAL", help="Filter runs with comments matching VAL."),
+    "marked": _flag("--marked", "-Fm", help="Filter marked runs."),
+    "unmarked": _flag("--unmarked", "-Fn", help="Filter unmarked runs."),
+    "started": Annotated[
+        Optional[str], typer.Option("--started", "-Fs", metavar="RANGE", help="Filter runs started within RANGE.")
+    ],
+    "digest": Annotated[
+        Optional[str], typer.Option("--digest", "-Fd", metavar="VAL", help="Filter runs with a matching source code digest.")
+    ],
+    "status_chars": Annotated[Optional[str], typer.Option("-S", hidden=True, callback=_validate_status_chars)],
+    "running": _status("running", "r", "Filter runs that are still running."),
+    "completed": _status("completed", "c", "Filter completed runs."),
+    "error": _status("error", "e", "Filter runs that exited with an error."),
+    "terminated": _status("terminated", "t", "Filter runs terminated by the user."),
+    "pending": _status("pending", "p", "Filter pending runs."),
+    "staged": _status("staged", "s", "Filter staged runs."),
+}
+DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None}
+FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
+
+
+def _parameter(name):
+    default = False if name in FALSE_DEFAULTS else DEFAULTS.get(name)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=OPTION_TYPES[name])
+
+
+def selection_command(fn):
+    """Adds the selection parameters to a Typer command taking `options: SelectionOptions`."""
+    own = [p for name, p in inspect.signature(fn).parameters.items() if name != "options"]
+    names = [f.name for f in fields(SelectionOptions)]
+
+    @functools.wraps(fn)
+    def command(**kwargs):
+        values = {name: kwargs.pop(name) for name in names}
+        values.update({k: tuple(values[k] or ()) for k in ("runs", "operations", "labels", "tags", "comments")})
+        return fn(options=SelectionOptions(**values), **kwargs)
+
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    command.__signature__ = inspect.Signature(own + [_parameter(name) for name in names])
+    return command

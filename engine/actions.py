@@ -1,0 +1,44 @@
+"""What the run commands do, between parsing options and printing.
+
+Selecting always reads a freshly refreshed index; acting re-checks the
+chosen runs against the disk first and leaves out any that changed so
+that they no longer pass the filters, or vanished.
+"""
+
+from dataclasses import replace
+
+from engine import purge
+from engine.compiler import compile_selection
+from engine.executor import select_runs
+from engine.home import DELETED
+
+
+def select(index, selection, now):
+    return select_runs(index.conn, compile_selection(selection, now))
+
+
+def recheck(index, selection, runs, now):
+    """(runs still selected, runs skipped) after re-reading changed run dirs.
+
+    Filters are evaluated again; RUN arguments are not, so a run picked by
+    its index stays picked even if newer runs appeared meanwhile.
+    """
+    index.recheck([run.id for run in runs])
+    passing = {run.id for run in select(index, replace(selection, runs=()), now)}
+    return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]
+
+
+def remove(index, runs, deleted, progress=None):
+    return purge.remove_runs(index, [run.id for run in runs], deleted, progress)
+
+
+def move(index, runs, to_deleted):
+    return purge.move_runs(index, [run.id for run in runs], to_deleted)
+
+
+def stop_running(runs):
+    """Stops local running runs before they are deleted, as Guild does."""
+    return [run for run in runs if run.status == "running" and not run.remote and purge.stop_run(run.pid)]
+
+
+__all__ = ["select", "recheck", "remove", "move", "stop_running", "DELETED"]
