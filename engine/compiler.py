@@ -87,6 +87,7 @@ class _Compiler:
     def __init__(self, now):
         self.now = now
         self.params = {}
+        self.param_names = {}
         self.joins = []
         self.values = {}
         self.lazy_attrs = set()
@@ -94,8 +95,12 @@ class _Compiler:
     # Parameters and joins
 
     def param(self, value):
-        name = f"p{len(self.params) + 1}"
-        self.params[name] = value
+        """A placeholder for a value; equal values (of one type) share one."""
+        key = (type(value), json.dumps(value, default=str))
+        name = self.param_names.get(key)
+        if name is None:
+            name = self.param_names[key] = f"p{len(self.params) + 1}"
+            self.params[name] = value
         return exp.Placeholder(this=name)
 
     def join(self, table, alias, *conditions):
@@ -615,11 +620,13 @@ def _name_cte_columns(query, name, columns):
 
 def _number_in_order(query, params):
     """Renames parameters :p1, :p2, ... in the order they appear in the SQL."""
-    renamed = {}
+    new_names, renamed = {}, {}
     for placeholder in query.find_all(exp.Placeholder, bfs=False):
-        new_name = f"p{len(renamed) + 1}"
-        renamed[new_name] = params[placeholder.name]
-        placeholder.set("this", new_name)
+        old_name = placeholder.name
+        if old_name not in new_names:
+            new_names[old_name] = f"p{len(new_names) + 1}"
+            renamed[new_names[old_name]] = params[old_name]
+        placeholder.set("this", new_names[old_name])
     return renamed
 
 
