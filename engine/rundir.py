@@ -299,6 +299,8 @@ def read_scalars(run_dir, problems):
                 summaries.setdefault((prefix, tag), Summary()).add(value, step)
             if read.problem:
                 problems.append(f"{event_paths[-1]}: {read.problem}")
+            if read.aborts_dir:
+                break  # Guild stops reading this directory's other files here
     preferred = _preferred_prefixes(summaries)
     rows = [
         (prefix, tag, int(preferred[tag] == prefix), *summary.row())
