@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS scalars (
     preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: the least by code point ('' < .guild < eval)
     first_val REAL,
     first_step INTEGER,
-    last_val REAL,                  -- value at the highest step (the later event on ties); NULL for NaN
+    last_val REAL,                  -- value at the highest step (the later event on ties); NULL for NaN, which filters treat as undefined, as Guild does
     last_step INTEGER,
     min_val REAL,
     min_step INTEGER,

@@ -390,8 +390,9 @@ class _Compiler:
             which,
             *after,
         )
+        # A NaN last value is NULL in SQLite, for Guild as for runq: undefined.
         return Value(
-            present=s("run_id"),
+            present=s("last_val"),
             kind=exp.Null(),
             num=s("last_val"),
             str=exp.Null(),

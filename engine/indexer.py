@@ -249,7 +249,10 @@ def _read_runs(to_read, workers):
 def _read_chunk(items):
     records = []
     for path, run_id, deleted, listing in items:
-        record = rundir.read_run(path, run_id, deleted, listing)
+        try:
+            record = rundir.read_run(path, run_id, deleted, listing)
+        except Exception as e:  # an unreadable run is indexed, never fatal
+            record = rundir.unreadable_run(path, run_id, deleted, listing, e)
         records.append(record if record is not None else run_id)
     return records
 

@@ -72,6 +72,15 @@ def read_run(run_dir, run_id, deleted, listing=None):
     return record
 
 
+def unreadable_run(run_dir, run_id, deleted, listing, error):
+    """The record of a run that could not be read: listed, with an error status."""
+    run = dict.fromkeys(RUN_FIELDS)
+    run.update(id=run_id, deleted=int(deleted), dir=str(run_dir), listing=listing, status="error",
+               marked=0, comments_text="", watched=".guild", problems=f"cannot read the run: {error}")
+    run["signature"] = signature(run_dir, run["watched"])
+    return RunRecord(run=run)
+
+
 # Attributes
 
 
@@ -365,7 +374,7 @@ class Summary:
             self.total / self.count,
             self.total,
             self.count,
-            str(last).lower() if last else None,
+            str(last).lower() if last and last == last else None,  # NaN: undefined
         )
 
 
