@@ -233,7 +233,7 @@ class _Compiler:
         unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
         if selection.labels:
             return _any(
-                unlabeled if value == "-" else _contains_text(label, self.param(value))
+                unlabeled if value == "-" else _contains_text(label, self.param(value), nullable=False)
                 for value in selection.labels
             )
         return unlabeled if selection.unlabeled else None
@@ -254,7 +254,7 @@ class _Compiler:
         return _any(
             exp.EQ(this=text, expression=exp.Literal.string(""))
             if value == "-"
-            else _contains_text(text, self.param(value.lower()))
+            else _contains_text(text, self.param(value.lower()), nullable=False)
             for value in selection.comments
         )
 
@@ -584,9 +584,9 @@ def _two_valued(condition):
     return exp.Coalesce(this=condition, expressions=[exp.false()])
 
 
-def _contains_text(text, needle):
+def _contains_text(text, needle, nullable=True):
     found = exp.GT(this=exp.StrPosition(this=text, substr=needle), expression=exp.Literal.number(0))
-    return found if isinstance(text, exp.Coalesce) or text.name == "comments_text" else _two_valued(found)
+    return _two_valued(found) if nullable else found
 
 
 def _any(conditions):

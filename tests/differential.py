@@ -1,0 +1,55 @@
+"""Shared pieces of the tests that compare runq's selections with Guild's."""
+
+import json
+from datetime import datetime
+
+from oracle import GuildOracle
+from typer.testing import CliRunner
+
+from commands.app import app
+from engine.samplehome import HomeSpec, generate_home
+
+NOW = datetime(2026, 11, 29, 12, 0, 0)
+RUNQ_COMMANDS = {
+    "list": ["runs", "list", "--json"],
+    "purge": ["runs", "purge", "--dry-run", "--json"],
+    "delete": ["runs", "delete", "--dry-run", "--json"],
+    "restore": ["runs", "restore", "--dry-run", "--json"],
+}
+
+
+def make_home(root, runs=240, seed=3, profile="fidelity"):
+    generate_home(root, HomeSpec(runs=runs, seed=seed, profile=profile), NOW)
+    return root
+
+
+def runq_select(home, command, args):
+    """(ids, None) for runq's selection, or (None, message) when runq refuses."""
+    argv = ["-H", str(home), "--now", NOW.isoformat(), *RUNQ_COMMANDS[command], *args]
+    result = CliRunner().invoke(app, argv, catch_exceptions=False)
+    if result.exit_code != 0:
+        return None, result.stderr.strip()
+    text = result.stdout.strip()
+    return ([run["id"] for run in json.loads(text)] if text else []), None
+
+
+def guild_select_many(home, cases):
+    return GuildOracle(home, now=NOW).select_many(cases)
+
+
+def first_seen(ids):
+    """Guild acts on a run once per RUN argument naming it; runq once."""
+    return list(dict.fromkeys(ids))
+
+
+def disagreement(case, guild, runq_ids, runq_error):
+    """None when runq and Guild agree on a case, else a description."""
+    if guild.ids is None or runq_ids is None:
+        if guild.ids is None and runq_ids is None:
+            return None
+        return f"{case}: guild {guild.error or guild.ids!r} / runq {runq_error or runq_ids!r}"
+    if first_seen(guild.ids) != runq_ids:
+        missing = [i[:8] for i in guild.ids if i not in runq_ids]
+        extra = [i[:8] for i in runq_ids if i not in guild.ids]
+        return f"{case}: guild {len(guild.ids)} runs, runq {len(runq_ids)}; runq misses {missing}, adds {extra}"
+    return None
