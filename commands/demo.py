@@ -1,8 +1,83 @@
-"""`runq demo`: placeholder until the sample home generator lands."""
+"""`runq demo`: runq's main job, shown step by step.
+
+With no Guild home around (none at -H, $GUILD_HOME or ~/.guild), it
+generates a sample home and purges part of its trash for real. On an
+existing home it only reads: it lists, shows the SQL, and dry-runs the
+purge.
+"""
+
+import shlex
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
 
 import typer
+from typing_extensions import Annotated
+
+from engine.errors import HomeError
+from engine.home import resolve_home
+from engine.samplehome import HomeSpec, generate_home
+
+SAMPLE_DIR = Path("sample-guild-home")
+SAMPLE_FILTER = "loss > 0.5 or status = error"
 
 
-def demo(ctx: typer.Context):
-    """Generate a sample Guild home and run runq on it."""
-    raise typer.Exit(0)
+def demo(
+    ctx: typer.Context,
+    runs: Annotated[int, typer.Option("--runs", min=10, help="Runs in a generated sample home.")] = 2000,
+    sample: Annotated[
+        Optional[Path], typer.Option("--sample", metavar="DIR", help="Use (or generate) a sample home in DIR.")
+    ] = None,
+):
+    """Show runq at work: on a generated sample home, or read-only on yours."""
+    settings = ctx.obj
+    home, is_sample = _home_for_demo(settings.guild_home, sample, runs)
+    steps = SAMPLE_STEPS if is_sample else READ_ONLY_STEPS
+    if not is_sample:
+        typer.echo(f"Using your Guild home {home} (read-only: nothing is deleted).\n")
+    for args in steps:
+        _run_step(home, args)
+
+
+def _home_for_demo(guild_home, sample, runs):
+    if sample is None:
+        try:
+            return resolve_home(guild_home).path, False
+        except HomeError:
+            sample = SAMPLE_DIR
+    sample = sample.resolve()
+    if not (sample / "runs").is_dir():
+        typer.echo(f"Generating a sample Guild home with {runs} runs in {sample} ...")
+        started = time.perf_counter()
+        generate_home(sample, HomeSpec(runs=runs, profile="realistic"), datetime.now())
+        typer.echo(f"Done in {time.perf_counter() - started:.1f} s.\n")
+    return sample, True
+
+
+READ_ONLY_STEPS = [
+    ["index"],
+    ["runs", "list", "--deleted", "-n", "10"],
+    ["runs", "purge", "--sql", "-F", SAMPLE_FILTER],
+    ["runs", "purge", "--dry-run", "-F", SAMPLE_FILTER],
+    ["sql", "SELECT status, deleted, COUNT(*) AS runs FROM runs GROUP BY status, deleted"],
+]
+SAMPLE_STEPS = [
+    *READ_ONLY_STEPS,
+    ["runs", "purge", "-y", "-F", SAMPLE_FILTER],
+    ["index"],
+]
+
+
+def _run_step(home, args):
+    from commands.app import app  # the root imports this module
+
+    argv = ["-H", str(home), *args]
+    typer.echo("$ runq " + " ".join(shlex.quote(a) for a in argv))
+    started = time.perf_counter()
+    try:
+        app(args=argv, prog_name="runq")
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+    typer.echo(f"({time.perf_counter() - started:.2f} s)\n")
