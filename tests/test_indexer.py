@@ -1,0 +1,209 @@
+"""The indexer on real generated run directories: a cold build reads what was
+written, and refreshes re-read exactly what changed."""
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+
+from engine import rundir
+from engine.home import GuildHome
+from engine.indexer import Index
+from engine.samplehome import HomeSpec, generate_home, mutate_home
+
+NOW = datetime(2026, 11, 29, 12, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("indexer") / "home"
+    manifest = generate_home(root, HomeSpec(runs=120, profile="fidelity", seed=5), NOW)
+    index = Index(GuildHome(root))
+    report = index.refresh()
+    return manifest, index, report
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A small home of its own, indexed, for tests that change the disk."""
+    root = tmp_path / "home"
+    manifest = generate_home(root, HomeSpec(runs=40, profile="fidelity", seed=9), NOW)
+    index = Index(GuildHome(root))
+    index.refresh()
+    return manifest, index
+
+
+def rows(index, sql, *params):
+    return index.conn.execute(sql, params).fetchall()
+
+
+def test_cold_build_indexes_every_run(built):
+    manifest, index, report = built
+    assert report.added == len(manifest.runs)
+    assert index.counts() == (len(manifest.live), len(manifest.deleted))
+
+
+def test_runs_table_matches_what_was_written(built):
+    manifest, index, _ = built
+    indexed = {r[0]: r[1:] for r in rows(index, "SELECT id, deleted, operation, status, started, initialized, stopped, exit_status, timestamp FROM runs")}
+    for run in manifest.runs:
+        deleted, operation, status, started, initialized, stopped, exit_status, timestamp = indexed[run.id]
+        assert (deleted, operation, status) == (int(run.deleted), run.operation, run.status), run.id
+        assert (started, initialized, stopped) == (run.started, run.initialized, run.stopped), run.id
+        assert exit_status == run.exit_status and timestamp == run.sort_timestamp, run.id
+
+
+def test_user_fields_match(built):
+    manifest, index, _ = built
+    indexed = {r[0]: r[1:] for r in rows(index, "SELECT id, label, marked, sourcecode_digest FROM runs")}
+    tags = {}
+    for run_id, tag in rows(index, "SELECT run_id, tag FROM tags"):
+        tags.setdefault(run_id, set()).add(tag)
+    for run in manifest.runs:
+        label, marked, digest = indexed[run.id]
+        assert label == (None if run.label is None else str(run.label).strip()), run.id
+        assert marked == int(bool(run.marked)) and digest == run.sourcecode_digest, run.id
+        assert tags.get(run.id, set()) == {t for t in run.tags or [] if isinstance(t, str)}, run.id
+
+
+def test_flags_keep_their_kind(built):
+    manifest, index, _ = built
+    stored = {(r[0], r[1]): r[2:] for r in rows(index, "SELECT run_id, name, kind, num, str FROM flags")}
+    checked = 0
+    for run in manifest.runs:
+        for name, value in run.flags.items():
+            kind, num, text = stored[(run.id, name)]
+            expected_kind = {bool: "bool", int: "int", float: "float", str: "str", list: "list", type(None): "null"}[type(value)]
+            assert kind == expected_kind, (run.id, name)
+            if expected_kind in ("bool", "int", "float") and not (isinstance(value, float) and math.isnan(value)):
+                assert num == value
+            if expected_kind == "str":
+                assert text == value
+            checked += 1
+    assert checked > 500
+
+
+def test_scalars_last_values_per_prefix(built):
+    manifest, index, _ = built
+    stored = {(r[0], r[1], r[2]): r[3] for r in rows(index, "SELECT run_id, prefix, tag, last_val FROM scalars")}
+    checked = 0
+    for run in manifest.runs:
+        for (prefix, tag), value in run.scalars.items():
+            last = stored[(run.id, prefix, tag)]
+            if isinstance(value, float) and math.isnan(value):
+                assert last is None
+            else:
+                assert last == pytest.approx(value, rel=1e-6), (run.id, prefix, tag)
+            checked += 1
+    assert checked > 100
+
+
+def test_preferred_scalar_prefix_is_the_least(built):
+    _, index, _ = built
+    for run_id, tag, prefixes, preferred in rows(
+        index,
+        "SELECT run_id, tag, group_concat(prefix, '|'), max(CASE WHEN preferred THEN prefix END)"
+        " FROM scalars GROUP BY run_id, tag HAVING count(*) > 1",
+    ):
+        assert preferred == min(prefixes.split("|")), (run_id, tag)
+
+
+def test_large_attributes_stay_raw_until_named(built):
+    _, index, _ = built
+    kinds = {r[0] for r in rows(index, "SELECT kind FROM attrs WHERE name = 'pip_freeze'")}
+    assert kinds == {"raw"}
+
+
+def test_wal_mode(built):
+    _, index, _ = built
+    assert rows(index, "PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_nothing_changed_means_nothing_read(built):
+    _, index, _ = built
+    report = index.refresh()
+    assert (report.added, report.updated, report.removed, report.moved) == (0, 0, 0, 0)
+
+
+def test_mutations_are_re_read(fresh):
+    manifest, index = fresh
+    changed = set(mutate_home(manifest.root, 0.25, seed=1, now=NOW))
+    report = index.refresh()
+    assert report.updated == len(changed)
+    for run_id, path, label in rows(index, "SELECT id, dir, label FROM runs"):
+        on_disk = rundir.read_run(path, run_id, "/trash/" in path).run["label"]
+        assert label == on_disk, run_id
+
+
+def test_a_moved_run_keeps_its_rows(fresh):
+    manifest, index = fresh
+    run = manifest.live[0]
+    src = run.run_dir(manifest.root)
+    before = rows(index, "SELECT name, kind FROM attrs WHERE run_id = ? ORDER BY name", run.id)
+    os.rename(src, manifest.root / "trash" / "runs" / run.id)
+    report = index.refresh()
+    assert (report.moved, report.updated, report.added) == (1, 0, 0)
+    assert rows(index, "SELECT deleted FROM runs WHERE id = ?", run.id) == [(1,)]
+    assert rows(index, "SELECT name, kind FROM attrs WHERE run_id = ? ORDER BY name", run.id) == before
+
+
+def test_new_and_vanished_runs(fresh):
+    manifest, index = fresh
+    gone, copied = manifest.deleted[0], manifest.deleted[1]
+    shutil.rmtree(gone.run_dir(manifest.root))
+    new_id = "f" * 32
+    shutil.copytree(copied.run_dir(manifest.root), manifest.root / "runs" / new_id)
+    (manifest.root / "runs" / "not-a-run").mkdir()
+    report = index.refresh()
+    assert (report.added, report.removed) == (1, 1)
+    assert rows(index, "SELECT count(*) FROM runs WHERE id IN (?, ?)", gone.id, new_id) == [(1,)]
+    assert rows(index, "SELECT count(*) FROM attrs WHERE run_id = ?", gone.id) == [(0,)]
+
+
+def test_status_follows_a_live_pid(fresh):
+    manifest, index = fresh
+    run = next(r for r in manifest.live if r.status_kind in ("error-no-exit", "error-dead-pid"))
+    guild_dir = run.run_dir(manifest.root) / ".guild"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (guild_dir / "LOCK").write_text(str(child.pid))
+        index.refresh()
+        assert rows(index, "SELECT status FROM runs WHERE id = ?", run.id) == [("running",)]
+    finally:
+        child.kill()
+        child.wait()
+    report = index.refresh()
+    assert report.rechecked == 1 and report.updated == 0
+    assert rows(index, "SELECT status FROM runs WHERE id = ?", run.id) == [("error",)]
+
+
+def test_unreadable_files_are_reported_not_fatal(fresh):
+    manifest, index = fresh
+    broken, truncated = manifest.live[1], manifest.live[2]
+    (broken.run_dir(manifest.root) / ".guild" / "attrs" / "label").write_text("a: [unclosed\n")
+    events = next(p for p in truncated.run_dir(manifest.root).rglob("*tfevents*") if p.stat().st_size > 40)
+    events.write_bytes(events.read_bytes()[:-7])
+    report = index.refresh()
+    problem_ids = {run_id for run_id, _ in report.problems}
+    assert {broken.id, truncated.id} <= problem_ids
+    assert index.counts() == (len(manifest.live), len(manifest.deleted))
+
+
+def test_interrupted_refresh_leaves_the_previous_state(fresh, monkeypatch):
+    manifest, index = fresh
+    before = rows(index, "SELECT id, label FROM runs ORDER BY id")
+    mutate_home(manifest.root, 0.5, seed=2, now=NOW)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir, "read_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        index.refresh(workers=1)
+    assert rows(index, "SELECT id, label FROM runs ORDER BY id") == before
+    monkeypatch.undo()
+    assert index.refresh().updated > 0
