@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     comments_text TEXT NOT NULL DEFAULT '',  -- user, host and body of each comment, lower-cased: what --comment searches
     listing INTEGER,                -- position in its directory listing: Guild's order for equal timestamps
     watched TEXT,                   -- files whose stat makes the signature, relative to dir, one per line
-    signature TEXT,                 -- their stat signature when the run was read
+    signature INTEGER,              -- a hash of their mtimes and sizes when the run was read
     problems TEXT                   -- what could not be read, if anything
 );
 
@@ -52,12 +52,12 @@ CREATE INDEX IF NOT EXISTS runs_by_order ON runs (deleted, timestamp);
 CREATE TABLE IF NOT EXISTS attrs (
     run_id TEXT NOT NULL,
     name TEXT NOT NULL,             -- the file name in .guild/attrs
-    kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: not decoded yet
+    kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: a large
+                                    -- attribute not decoded yet (read from its file when a filter names it)
     num,                            -- bool (0/1), int and float values; NULL for NaN
     str TEXT,                       -- str values
     folded TEXT,                    -- str(value).lower() of a truthy non-list value: what `contains` searches
     json TEXT,                      -- list and dict values
-    raw TEXT,                       -- the file's text while kind is raw (large attributes)
     PRIMARY KEY (run_id, name)
 ) WITHOUT ROWID;
 

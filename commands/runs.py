@@ -13,7 +13,6 @@ from commands.session import open_index, progress_printer
 from engine import actions
 from engine.compiler import compile_selection
 from engine.errors import SelectionError
-from engine.executor import select_runs
 from engine.home import DELETED, LIVE
 
 ABORTED = 4
@@ -188,7 +187,7 @@ def _select(settings, options, source, show_sql):
         typer.echo(render.sql_script(compiled))
         return None
     index = open_index(settings, check=(source,))
-    return Selected(index, selection, select_runs(index.conn, compiled))
+    return Selected(index, selection, actions.run_compiled(index, compiled))
 
 
 def _act(settings, options, action, yes, dry_run, as_json, show_sql):

@@ -14,7 +14,12 @@ from engine.home import DELETED
 
 
 def select(index, selection, now):
-    return select_runs(index.conn, compile_selection(selection, now))
+    return run_compiled(index, compile_selection(selection, now))
+
+
+def run_compiled(index, compiled):
+    index.decode_lazy(compiled.lazy_attrs)
+    return select_runs(index.conn, compiled)
 
 
 def recheck(index, selection, runs, now):

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Optional
 
-from engine.attrs import decode_attr
 from engine.compiler import RUN_COLUMNS
 from engine.errors import SelectionError
-from engine.values import stored_value
 
 LIST_OPS = {
     "=": operator.eq,
@@ -102,8 +100,9 @@ def list_contains(value_json, target_json):
 
 
 def select_runs(conn, compiled):
-    """The runs a CompiledQuery selects, in Guild's order; raises SelectionError."""
-    decode_lazy_attrs(conn, compiled.lazy_attrs)
+    """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
+
+    Large attributes it names must have been decoded (Index.decode_lazy)."""
     cursor = conn.execute(compiled.sql(), compiled.bound_params())
     if not compiled.has_run_args:
         return [_selected_run(row) for row in cursor]
@@ -141,28 +140,6 @@ def _check_one_match(text, runs):
             f"'{text}' matches multiple runs ({ids}{more})",
             hint="use a longer run id prefix",
         )
-
-
-def decode_lazy_attrs(conn, names):
-    """Decodes large attributes a filter names (kept as raw text until now)."""
-    for name in sorted(names):
-        rows = conn.execute(
-            "SELECT run_id, raw FROM attrs WHERE name = ? AND kind = 'raw'", (name,)
-        ).fetchall()
-        if rows:
-            with conn:
-                conn.executemany(
-                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ?, raw = NULL"
-                    " WHERE run_id = ? AND name = ?",
-                    [(*_decoded(raw), run_id, name) for run_id, raw in rows],
-                )
-
-
-def _decoded(raw):
-    try:
-        return stored_value(decode_attr(raw))
-    except Exception:
-        return stored_value(None)
 
 
 def execute_readonly(conn, sql):

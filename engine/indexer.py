@@ -23,7 +23,7 @@ from engine.executor import register_functions
 from engine.home import DELETED, LIVE
 
 CHILD_TABLES = {
-    "attrs": "run_id, name, kind, num, str, folded, json, raw",
+    "attrs": "run_id, name, kind, num, str, folded, json",
     "flags": "run_id, name, kind, num, str, folded, json",
     "scalars": "run_id, prefix, tag, preferred, first_val, first_step, last_val, last_step, "
     "min_val, min_step, max_val, max_step, avg_val, total, count, last_folded",
@@ -31,6 +31,7 @@ CHILD_TABLES = {
     "comments": "run_id, seq, user, host, body, time",
 }
 PARALLEL_MIN_RUNS = 200
+PARALLEL_STAT_MIN = 4000
 CHUNK_RUNS = 50
 
 
@@ -103,30 +104,47 @@ class Index:
         return report
 
     def _refresh(self, check, report, progress, workers):
-        known = {row[0]: row[1:] for row in self.conn.execute("SELECT id, deleted, listing, dir, watched, signature FROM runs")}
+        known = {row[0]: row[1:] for row in self.conn.execute("SELECT id, deleted, listing FROM runs")}
         on_disk = self._list_roots()
         gone = [run_id for run_id in known if run_id not in on_disk]
         self.delete_rows(gone)
         report.removed = len(gone)
-        to_read = []
-        for run_id, (deleted, listing, path) in on_disk.items():
-            old = known.get(run_id)
-            if old is None:
-                if rundir.is_run_dir(path):
-                    to_read.append((path, run_id, deleted, listing))
-                continue
-            old_deleted, old_listing, old_dir, watched, old_signature = old
-            if old_deleted != deleted or old_dir != path:
-                self.conn.execute("UPDATE runs SET deleted = ?, dir = ? WHERE id = ?", (deleted, path, run_id))
-                report.moved += 1
-            if old_listing != listing:
-                self.conn.execute("UPDATE runs SET listing = ? WHERE id = ?", (listing, run_id))
-            if deleted in check and rundir.signature(path, watched) != old_signature:
-                to_read.append((path, run_id, deleted, listing))
-        report.added = sum(1 for item in to_read if item[1] not in known)
-        report.updated = len(to_read) - report.added
-        self._read_and_store(to_read, report, progress, workers)
-        report.rechecked = self._recheck_pids(check, {item[1] for item in to_read})
+        new = [(path, run_id, deleted, listing) for run_id, (deleted, listing, path) in on_disk.items()
+               if run_id not in known and rundir.is_run_dir(path)]
+        report.moved = self._follow_moves(known, on_disk)
+        changed = self._changed_runs(check, on_disk, workers)
+        report.added, report.updated = len(new), len(changed)
+        self._read_and_store(new + changed, report, progress, workers)
+        report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
+
+    def _follow_moves(self, known, on_disk):
+        """Runs moved between runs/ and trash/runs/, or to another listing position,
+        keep their rows; returns how many moved."""
+        moved = [(deleted, path, run_id) for run_id, (deleted, _, path) in on_disk.items()
+                 if run_id in known and known[run_id][0] != deleted]
+        self.conn.executemany("UPDATE runs SET deleted = ?, dir = ? WHERE id = ?", moved)
+        self.conn.executemany(
+            "UPDATE runs SET listing = ? WHERE id = ?",
+            [(listing, run_id) for run_id, (_, listing, _) in on_disk.items()
+             if run_id in known and known[run_id][1] != listing],
+        )
+        return len(moved)
+
+    def _changed_runs(self, check, on_disk, workers):
+        """Runs of the checked roots whose stat signature changed."""
+        roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
+        candidates = [
+            (on_disk[run_id][2], watched, old)
+            for run_id, watched, old in self.conn.execute(
+                f"SELECT id, watched, signature FROM runs WHERE deleted IN ({roots})"
+            )
+            if run_id in on_disk
+        ]
+        ids = {path: run_id for run_id, (_, _, path) in on_disk.items()}
+        return [
+            (path, ids[path], on_disk[ids[path]][0], on_disk[ids[path]][1])
+            for path in changed_signatures(candidates, workers or os.cpu_count() or 1)
+        ]
 
     def _list_roots(self):
         """{run id: (deleted, listing position, dir)} for both roots."""
@@ -165,17 +183,12 @@ class Index:
 
     def recheck(self, run_ids):
         """Re-reads any of these runs whose files changed; forgets vanished ones."""
-        changed = []
+        rows = {}
         for chunk in _chunks(list(run_ids), 10000):
-            rows = self.conn.execute(
-                f"SELECT id, deleted, listing, dir, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-            changed += [
-                (path, run_id, deleted, listing)
-                for run_id, deleted, listing, path, watched, old in rows
-                if rundir.signature(path, watched) != old
-            ]
+            query = f"SELECT dir, id, deleted, listing, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
+            rows.update((row[0], row) for row in self.conn.execute(query, chunk))
+        candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
+        changed = [rows[path][:4] for path in changed_signatures(candidates, os.cpu_count() or 1)]
         if changed:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
@@ -185,6 +198,23 @@ class Index:
                 self.conn.execute("ROLLBACK")
                 raise
         return len(changed)
+
+    def decode_lazy(self, names):
+        """Reads and decodes the large attributes a filter names, once."""
+        for name in sorted(names):
+            rows = self.conn.execute(
+                "SELECT a.run_id, r.dir FROM attrs AS a JOIN runs AS r ON r.id = a.run_id"
+                " WHERE a.name = ? AND a.kind = 'raw'",
+                (name,),
+            ).fetchall()
+            if not rows:
+                continue
+            decoded = [(*rundir.read_attr_value(path, name), run_id, name) for run_id, path in rows]
+            with self.conn:
+                self.conn.executemany(
+                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_id = ? AND name = ?",
+                    decoded,
+                )
 
     # Writing rows
 
@@ -229,6 +259,53 @@ def _child_rows(records):
 
 
 # Reading runs, in parallel when there are many
+
+
+def changed_signatures(candidates, workers):
+    """Paths of the (path, watched, old signature) candidates whose signature
+    changed. The stat calls are split with a forked child: they are most of a
+    refresh, and threads do not help (the GIL is held between calls)."""
+    if workers < 2 or len(candidates) < PARALLEL_STAT_MIN or not hasattr(os, "fork"):
+        return _changed(candidates)
+    half = len(candidates) // 2
+    child = _fork_changed(candidates[half:])
+    mine = _changed(candidates[:half])
+    theirs = _collect(child)
+    return mine + (_changed(candidates[half:]) if theirs is None else theirs)
+
+
+def _changed(candidates):
+    signature = rundir.signature
+    return [path for path, watched, old in candidates if signature(path, watched) != old]
+
+
+def _fork_changed(candidates):
+    """Starts a child that writes the changed paths to a pipe; (pid, read end)."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no database, no cleanup, just stats
+        status = 1
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb") as out:
+                out.write("\0".join(_changed(candidates)).encode("utf-8", "surrogateescape"))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _collect(child):
+    """The child's changed paths, or None when it failed."""
+    pid, read_fd = child
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
+    text = data.decode("utf-8", "surrogateescape")
+    return text.split("\0") if text else []
 
 
 def _chunks(items, size):

@@ -31,7 +31,7 @@ RUN_FIELDS = (
 @dataclass
 class RunRecord:
     run: Dict[str, object]  # RUN_FIELDS
-    attrs: List[tuple] = field(default_factory=list)  # (name, kind, num, str, folded, json, raw)
+    attrs: List[tuple] = field(default_factory=list)  # (name, kind, num, str, folded, json)
     flags: List[tuple] = field(default_factory=list)  # (name, kind, num, str, folded, json)
     scalars: List[tuple] = field(default_factory=list)  # (prefix, tag, preferred, first_val, ...)
     tags: List[str] = field(default_factory=list)
@@ -88,11 +88,11 @@ def read_attrs(attrs_dir, problems):
     """(attrs rows, {name: decoded value}) for every attribute file."""
     rows, values = [], {}
     for name in sorted(_listdir(attrs_dir)):
+        if name in LAZY_ATTRS:  # read and decoded only when a filter names it
+            rows.append((name, "raw", None, None, None, None))
+            continue
         text = _read_text(os.path.join(attrs_dir, name), problems)
         if text is None:
-            continue
-        if name in LAZY_ATTRS:
-            rows.append((name, "raw", None, None, None, None, text))
             continue
         try:
             value = decode_attr(text)
@@ -100,8 +100,17 @@ def read_attrs(attrs_dir, problems):
             problems.append(f"attribute {name}: {str(e).splitlines()[0]}")
             value = None
         values[name] = value
-        rows.append((name, *stored_value(value), None))
+        rows.append((name, *stored_value(value)))
     return rows, values
+
+
+def read_attr_value(run_dir, name):
+    """The stored value columns of one attribute file (None when unreadable)."""
+    text = _read_text(os.path.join(run_dir, ".guild", "attrs", name))
+    try:
+        return stored_value(None if text is None else decode_attr(text))
+    except Exception:
+        return stored_value(None)
 
 
 def _flags(flags):
@@ -389,15 +398,19 @@ def watched_paths(values, event_paths):
 
 
 def signature(run_dir, watched):
-    parts = []
+    """A number that changes when any watched file's mtime or size changes
+    (or it appears or vanishes). Tuples of ints hash the same in every process."""
+    stat = os.stat
+    values = []
     for rel in watched.split("\n") if watched else ():
         try:
-            st = os.stat(os.path.join(run_dir, rel))
+            st = stat(f"{run_dir}/{rel}")
         except OSError:
-            parts.append("-")
+            values.append(-1)
         else:
-            parts.append(f"{st.st_mtime_ns}:{st.st_size}")
-    return " ".join(parts)
+            values.append(st.st_mtime_ns)
+            values.append(st.st_size)
+    return hash(tuple(values))
 
 
 # Small readers
