@@ -17,7 +17,6 @@ from typing_extensions import Annotated
 
 from engine.errors import HomeError
 from engine.home import resolve_home
-from engine.samplehome import HomeSpec, generate_home
 
 SAMPLE_DIR = Path("sample-guild-home")
 SAMPLE_FILTER = "loss > 0.5 or status = error"
@@ -48,6 +47,8 @@ def _home_for_demo(guild_home, sample, runs):
             sample = SAMPLE_DIR
     sample = sample.resolve()
     if not (sample / "runs").is_dir():
+        from engine.samplehome import HomeSpec, generate_home  # only the demo needs it
+
         typer.echo(f"Generating a sample Guild home with {runs} runs in {sample} ...")
         started = time.perf_counter()
         generate_home(sample, HomeSpec(runs=runs, profile="realistic"), datetime.now())

@@ -11,9 +11,7 @@ import hashlib
 import os
 import sqlite3
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import List, Tuple
 
@@ -319,6 +317,9 @@ def _read_runs(to_read, workers):
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
         yield from map(_read_chunk, chunks)
         return
+    from concurrent.futures import ProcessPoolExecutor  # only cold builds need a pool
+    from multiprocessing import get_context
+
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
         yield from pool.map(_read_chunk, chunks)
 
