@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
     problems TEXT                   -- what could not be read, if anything
 );
 
-CREATE INDEX IF NOT EXISTS runs_by_order ON runs (deleted, timestamp);
+-- Guild's order (newest first, runs without a timestamp last, ties in listing
+-- order), so selections read runs already sorted.
+CREATE INDEX IF NOT EXISTS runs_in_order ON runs (deleted, timestamp IS NULL, timestamp DESC, listing);
 
 CREATE TABLE IF NOT EXISTS attrs (
     run_id TEXT NOT NULL,

@@ -7,11 +7,16 @@ NOT and matches Python's `not` of Guild's test.
 
 Shape of the query:
 
-    WITH selected AS (            -- the root's runs that pass every filter,
-      SELECT ..., ROW_NUMBER() OVER (ORDER BY newest first) AS position
-      FROM runs AS r LEFT JOIN <value joins> WHERE <filters>)
-    [, run_args AS (VALUES ...)]  -- RUN arguments, resolved after the filters
-    SELECT ... ORDER BY ...
+    SELECT ..., ROW_NUMBER() OVER (ORDER BY newest first) AS position
+    FROM runs AS r LEFT JOIN <value joins>
+    WHERE <the root, and every filter>
+    ORDER BY newest first
+
+and with RUN arguments, which apply after the filters:
+
+    WITH selected AS (<the query above, unordered>),
+      run_args AS (VALUES ...), resolved_args AS (...)
+    SELECT ... FROM resolved_args LEFT JOIN selected ... ORDER BY argument, position
 """
 
 import json
@@ -114,20 +119,15 @@ class _Compiler:
         where += self.option_filters(selection)
         if selection.filter:
             where.append(self.predicate(selection.filter.root))
-        selected = self.selected_cte(where)
+        selected = self.selected_runs(where)
         if selection.runs:
             query = self.run_args_query(selected, selection.runs)
         else:
-            query = (
-                exp.Select(expressions=[exp.Star()])
-                .from_(table_ref("selected"))
-                .order_by(exp.column("position"))
-                .with_(exp.to_identifier("selected"), as_=selected)
-            )
+            query = selected.order_by(*[o.copy() for o in SORT_ORDER])
         params = _number_in_order(query, self.params)
         return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs))
 
-    def selected_cte(self, where):
+    def selected_runs(self, where):
         position = exp.alias_(
             exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=SORT_ORDER)),
             "position",

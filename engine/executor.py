@@ -12,9 +12,8 @@ import json
 import operator
 import re
 import sqlite3
-from dataclasses import dataclass
 from itertools import groupby
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from engine.compiler import RUN_COLUMNS
 from engine.errors import SelectionError
@@ -29,8 +28,7 @@ LIST_OPS = {
 }
 
 
-@dataclass(frozen=True)
-class SelectedRun:
+class SelectedRun(NamedTuple):
     id: str
     deleted: int
     dir: str
@@ -109,8 +107,7 @@ def select_runs(conn, compiled):
     return resolve_run_args(cursor)
 
 
-def _selected_run(row):
-    return SelectedRun(*row)
+_selected_run = SelectedRun._make
 
 
 def resolve_run_args(rows):
@@ -155,4 +152,4 @@ def execute_readonly(conn, sql):
         conn.execute("PRAGMA query_only = OFF")
 
 
-assert RUN_COLUMNS == tuple(SelectedRun.__dataclass_fields__)[: len(RUN_COLUMNS)]
+assert RUN_COLUMNS == SelectedRun._fields[: len(RUN_COLUMNS)]

@@ -18,7 +18,8 @@ NOW = datetime(2026, 1, 1, 12, 0, 0)
 def where_and_params(**options):
     """(WHERE of the filtered runs, their joins, parameters) of a selection."""
     compiled = compile_selection(build_selection(**options), NOW)
-    selected = compiled.expression.args["with_"].expressions[0].this
+    with_ = compiled.expression.args.get("with_")
+    selected = with_.expressions[0].this if with_ else compiled.expression
     joins = [j.sql(dialect="sqlite") for j in selected.args.get("joins") or []]
     return selected.args["where"].this.sql(dialect="sqlite"), joins, compiled.params
 
