@@ -62,6 +62,7 @@ def read_run(run_dir, run_id, deleted, listing=None):
     run.update(_times(values, problems))
     run.update(run_status(guild_dir, values.get("exit_status"), markers))
     run.update(_user_fields(values))
+    problems += _wrong_types(values)
     record.flags = _flags(values.get("flags"))
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
@@ -111,6 +112,18 @@ def read_attr_value(run_dir, name):
         return stored_value(None if text is None else decode_attr(text))
     except Exception:
         return stored_value(None)
+
+
+EXPECTED_TYPES = {"flags": dict, "tags": list, "comments": list}
+
+
+def _wrong_types(values):
+    """Special attributes of a type Guild never writes: read as absent."""
+    return [
+        f"attribute {name} is not a {kind.__name__}"
+        for name, kind in EXPECTED_TYPES.items()
+        if values.get(name) is not None and not isinstance(values[name], kind)
+    ]
 
 
 def _flags(flags):
