@@ -31,24 +31,73 @@ def run_cells(run, cwd):
 
 
 def _op_dir_suffix(op_dir, cwd):
-    if not op_dir:
+    if not op_dir or os.path.realpath(op_dir) == os.path.realpath(cwd):
         return ""
-    path = os.path.abspath(op_dir)
-    if path == cwd:
-        return ""
-    if path.startswith(cwd + os.sep):
-        shown = os.path.relpath(path, cwd)
-    else:
-        home = os.path.expanduser("~")
-        shown = "~" + path[len(home) :] if path.startswith(home + os.sep) else path
-    return f" ({_shorten(shown)})"
+    return f" ({_shorten(_op_dir_text(op_dir, cwd))})"
 
 
-def _shorten(path, max_len=28):
+def _op_dir_text(op_dir, cwd):
+    """As Guild shows it: below cwd relative to it, below cwd's parent as
+    `../...`, else the absolute path with the user's home as `~`."""
+    parent = os.path.dirname(cwd)
+    inside = _path_below(op_dir, cwd)
+    if inside is not None:
+        return inside
+    if op_dir == parent:
+        return ".." + os.sep
+    beside = _path_below(op_dir, parent)
+    if beside is not None:
+        return os.path.join("..", beside)
+    return _user_path(os.path.abspath(op_dir))
+
+
+def _path_below(path, base):
+    """`path` relative to `base` when it lies strictly below it, else None."""
+    base = base if base.endswith(os.sep) else base + os.sep
+    return path[len(base) :] if path.startswith(base) else None
+
+
+def _user_path(path):
+    # Guild compares without a separator, so /home/al also abbreviates /home/alice.
+    home = os.path.expanduser("~")
+    return os.path.join("~", path[len(home) + 1 :]) if path.startswith(home) else path
+
+
+def _shorten(path, max_len=28, ellipsis="\u2026"):
+    """Guild's shortening: whole middle components give way to an ellipsis,
+    keeping the last component (and the first of a relative path) and
+    filling from alternate ends while it fits."""
     if len(path) <= max_len:
         return path
-    keep = max_len - 1
-    return path[: keep // 2] + "\u2026" + path[-(keep - keep // 2) :]
+    parts = _path_parts(path)
+    if len(parts) == 1:
+        return parts[0]
+    right = [parts.pop()]
+    left = [] if parts[0].startswith(os.sep) else [parts.pop(0)]
+    take_right = bool(left)
+    while parts:
+        used = sum(len(part) + 1 for part in left + right)
+        part = parts.pop() if take_right else parts.pop(0)
+        if used + len(part) + len(ellipsis) >= max_len:
+            break
+        (right if take_right else left).append(part)
+        take_right = not take_right
+    shortened = os.sep.join([os.sep.join(left), ellipsis, os.sep.join(reversed(right))])
+    return path if len(shortened) >= len(path) else shortened
+
+
+def _path_parts(path):
+    """Components, each keeping the extra separators before it: '/a//b' -> ['/a', '/b']."""
+    parts, blanks = [], []
+    for piece in path.split(os.sep):
+        if not piece:
+            blanks.append(piece)
+            continue
+        parts.append(os.sep.join(blanks + [piece]))
+        blanks = []
+    if len(blanks) > 1:
+        parts.append(os.sep.join(blanks))
+    return parts
 
 
 def table_lines(runs, columns, indent=0):

@@ -195,16 +195,19 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql):
     if selected is None:
         return
     runs = selected.runs
+    if dry_run and as_json:
+        render.print_json(runs)  # an array even when empty: this output is for programs
+        return
     if not runs:
         typer.echo(action.nothing, err=True)
         return
     if dry_run:
-        _dry_run(runs, action, as_json)
+        _dry_run(runs, action)
         return
     if not yes:
         _confirm_or_abort(runs, action)
-    if action.source == LIVE:
-        _stop_running_runs(runs, yes)
+        if action.source == LIVE:
+            _confirm_stopping(runs)
     runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
     if skipped:
         ids = ", ".join(run.short_id for run in skipped[:10])
@@ -212,14 +215,15 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql):
     if not runs:
         typer.echo(action.nothing, err=True)
         return
+    if action.source == LIVE:
+        # Only after the re-check: a stopped run writes its exit status, and
+        # must not be skipped as changed after being stopped for deletion.
+        actions.stop_running(runs)
     count, extra = action.perform(selected.index, runs, progress_printer("Deleting runs", min_total=50))
     typer.echo(action.done.format(count=count, extra=extra), err=True)
 
 
-def _dry_run(runs, action, as_json):
-    if as_json:
-        render.print_json(runs)
-        return
+def _dry_run(runs, action):
     typer.echo(action.preview, err=True)
     render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
     typer.echo(action.would.format(count=len(runs)) + " (dry run: nothing changed)", err=True)
@@ -232,15 +236,12 @@ def _confirm_or_abort(runs, action):
         raise typer.Exit(ABORTED)
 
 
-def _stop_running_runs(runs, yes):
-    running = [run for run in runs if run.status == "running" and not run.remote]
-    if not running:
+def _confirm_stopping(runs):
+    if not any(run.status == "running" and not run.remote for run in runs):
         return
-    if not yes:
-        typer.echo("WARNING: One or more runs are still running and will be stopped before being deleted.", err=True)
-        if not confirm("Really delete these runs?", False):
-            raise typer.Exit(ABORTED)
-    actions.stop_running(running)
+    typer.echo("WARNING: One or more runs are still running and will be stopped before being deleted.", err=True)
+    if not confirm("Really delete these runs?", False):
+        raise typer.Exit(ABORTED)
 
 
 def confirm(prompt, default):

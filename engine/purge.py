@@ -6,7 +6,7 @@ root into a purge area inside the home's trash (`trash/runq-purging/`),
 which Guild does not read, and their index rows are deleted in the same
 step; only then are the directories unlinked. Whatever is left in the
 purge area by an interrupted run is unlinked by the next runq command
-(`finish_pending`).
+(`finish_pending`); a batch whose purge is still running is left to it.
 
 Only direct children of `runs/` or `trash/runs/` named like the selected
 run are ever moved; a run directory that is a symbolic link is unlinked as
@@ -67,19 +67,28 @@ def move_runs(index, run_ids, to_deleted):
     index.conn.execute("BEGIN IMMEDIATE")
     try:
         for run_id in run_ids:
-            src = _run_path(home, run_id, not to_deleted)
-            dest = _run_path(home, run_id, to_deleted)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if os.path.lexists(dest):
-                _move_aside(dest)
-            os.rename(src, dest)
-            moved.append(run_id)
+            if _move_run(_run_path(home, run_id, not to_deleted), _run_path(home, run_id, to_deleted)):
+                moved.append(run_id)
         index.move_rows(moved, DELETED if to_deleted else LIVE)
         index.conn.execute("COMMIT")
     except BaseException:
         index.conn.execute("ROLLBACK")
         raise
     return moved
+
+
+def _move_run(src, dest):
+    """Moves one run directory; False when it is gone (the next refresh forgets it)."""
+    if not os.path.lexists(src):
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(dest):
+        _move_aside(dest)
+    try:
+        os.rename(src, dest)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _move_aside(path):
@@ -100,9 +109,17 @@ def _run_path(home, run_id, deleted):
 
 
 def _new_batch_dir(home):
-    batch = home.purge_dir / uuid.uuid4().hex
+    # Named after the purging process, so that other runq commands leave the
+    # batch to it while it is alive (see finish_pending).
+    batch = home.purge_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
     batch.mkdir(parents=True)
     return batch
+
+
+def _purge_in_progress(batch_name):
+    """Whether another live process is still unlinking this batch."""
+    pid = batch_name.split("-", 1)[0]
+    return pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid))
 
 
 def unlink_batch(batch, progress=None):
@@ -145,13 +162,16 @@ def _unlink_entry(entry):
 
 
 def finish_pending(home):
-    """Unlinks what interrupted purges left in the purge area; returns runs unlinked."""
+    """Unlinks what interrupted purges left in the purge area (not the batches
+    of purges still running); returns runs unlinked."""
     try:
         batches = os.listdir(home.purge_dir)
     except FileNotFoundError:
         return 0
     count = 0
     for name in batches:
+        if _purge_in_progress(name):
+            continue
         batch = home.purge_dir / name
         count += len(os.listdir(batch)) if batch.is_dir() else 0
         if batch.is_dir() and not batch.is_symlink():
