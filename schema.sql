@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL,           -- completed, error, terminated, running, pending, staged
     pid INTEGER,                    -- from .guild/LOCK while no exit status decides the status
     remote TEXT,                    -- from .guild/LOCK.remote
-    label TEXT,                     -- str(label).strip(); NULL without a label
+    label TEXT,                     -- the label as written; NULL without a label
     marked INTEGER NOT NULL DEFAULT 0,
     sourcecode_digest TEXT,
     comments_text TEXT NOT NULL DEFAULT '',  -- user, host and body of each comment, lower-cased: what --comment searches

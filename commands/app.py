@@ -33,8 +33,6 @@ class RunqGroup(TyperGroup):
             raise SystemExit(0)
         except TyperException as e:
             _fail(e.format_message(), getattr(e, "exit_code", 2))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
         except BrokenPipeError:
             raise SystemExit(0)
         raise SystemExit(result if isinstance(result, int) else 0)

@@ -140,9 +140,19 @@ def print_json(runs):
 
 def sql_script(compiled):
     """The query and its parameters as a valid SQL script."""
-    lines = [compiled.sql(pretty=True) + ";"]
+    lines = [f"-- {line}" for line in _lazy_note(compiled.lazy_attrs)]
+    lines.append(compiled.sql(pretty=True) + ";")
     lines += [f"-- :{name} = {sql_literal(value)}" for name, value in compiled.params.items()]
     return "\n".join(lines)
+
+
+def _lazy_note(names):
+    if not names:
+        return []
+    return [
+        f"Large attributes ({', '.join(sorted(names))}) are decoded into the index the first",
+        "time a runq command selects on them: run one before running this script elsewhere.",
+    ]
 
 
 def sql_literal(value):
@@ -152,7 +162,22 @@ def sql_literal(value):
         return str(int(value))
     if isinstance(value, (int, float)):
         return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
+    return " || ".join(_string_parts(str(value))) or "''"
+
+
+def _string_parts(text):
+    """A string as SQL: quoted runs of printable text, char(...) for the rest,
+    so that each parameter stays on its comment line."""
+    parts, start = [], 0
+    for i, ch in enumerate(text + "\n"):
+        if i < len(text) and ch.isprintable():
+            continue
+        if start < i:
+            parts.append("'" + text[start:i].replace("'", "''") + "'")
+        if i < len(text):
+            parts.append(f"char({ord(ch)})")
+        start = i + 1
+    return parts
 
 
 def size_text(num_bytes):

@@ -118,6 +118,8 @@ def list_runs(
         return
     runs = selected.runs
     if as_json:
+        if all_ or limit or more:
+            typer.echo("--json option always shows all runs", err=True)
         render.print_json(runs)
         return
     shown = _limited(runs, all_, limit, more)

@@ -229,7 +229,11 @@ class _Compiler:
         return _two_valued(exp.EQ(this=col(column), expression=self.param(part)))
 
     def label_filter(self, selection):
-        label = exp.Coalesce(this=col("label"), expressions=[exp.Literal.string("")])
+        # Guild tests str(label).strip(): Python's whitespace, not just spaces.
+        label = exp.Trim(
+            this=exp.Coalesce(this=col("label"), expressions=[exp.Literal.string("")]),
+            expression=self.param(WHITESPACE),
+        )
         unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
         if selection.labels:
             return _any(

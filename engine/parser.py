@@ -76,7 +76,7 @@ class _Parser:
         token = self.peek()
         if token is None:
             return FilterSyntaxError(
-                "syntax error in filter: unexpected end of expression",
+                f"syntax error in filter at position {len(self.text)}: unexpected end of expression",
                 hint="complete the expression",
                 position=len(self.text),
                 text=self.text,

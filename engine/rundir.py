@@ -154,7 +154,7 @@ def _user_fields(values):
     label = values.get("label")
     digest = values.get("sourcecode_digest")
     return {
-        "label": None if label is None else str(label).strip(),
+        "label": None if label is None else str(label),
         "marked": int(bool(values.get("marked"))),
         "sourcecode_digest": digest if isinstance(digest, str) else None,
     }

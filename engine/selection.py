@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from engine.errors import SelectionError
+from engine.errors import RangeError, SelectionError
 from engine.parser import ParsedFilter, parse_filter
 from engine.timerange import TimeRange, parse_range
 
@@ -93,9 +93,7 @@ def build_selection(
         )
     if marked and unmarked:
         raise SelectionError("--marked and --unmarked cannot both be used")
-    time_range = parse_range(started) if started else None
-    if time_range and now:
-        time_range.bounds(now)
+    time_range = _time_range(started, now) if started else None
     return Selection(
         deleted=deleted,
         filter=parse_filter(filter_expr) if filter_expr else None,
@@ -111,6 +109,17 @@ def build_selection(
         not_statuses=unwanted,
         runs=parse_run_args(runs),
     )
+
+
+def _time_range(spec, now):
+    """The parsed --started RANGE, checked against `now` when given."""
+    try:
+        time_range = parse_range(spec)
+        if now:
+            time_range.bounds(now)
+    except RangeError as e:
+        raise RangeError(f"invalid --started RANGE '{spec}': {e.message}", e.hint, e.position, e.text) from None
+    return time_range
 
 
 def _status_filter(status_flags, status_chars):

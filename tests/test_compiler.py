@@ -2,13 +2,14 @@
 every table and column it emits exists in schema.sql."""
 
 import sqlite3
+import sys
 from datetime import datetime
 
 import pytest
 import sqlglot
 from sqlglot import exp
 
-from engine.compiler import compile_selection, split_opspec
+from engine.compiler import WHITESPACE, compile_selection, split_opspec
 from engine.indexer import schema_text
 from engine.selection import build_selection
 
@@ -50,11 +51,12 @@ GOLDEN = [
     ({"operations": ["a/b/c"]}, "r.deleted = :p1 AND TRUE", [], {"p1": 0}),
     (
         {"labels": ["best", "-"]},
-        "r.deleted = :p1 AND ((INSTR(COALESCE(r.label, ''), :p2) > 0) OR (COALESCE(r.label, '') = ''))",
+        "r.deleted = :p1 AND ((INSTR(TRIM(COALESCE(r.label, ''), :p2), :p3) > 0)"
+        " OR (TRIM(COALESCE(r.label, ''), :p2) = ''))",
         [],
-        {"p1": 0, "p2": "best"},
+        {"p1": 0, "p2": WHITESPACE, "p3": "best"},
     ),
-    ({"unlabeled": True}, "r.deleted = :p1 AND COALESCE(r.label, '') = ''", [], {"p1": 0}),
+    ({"unlabeled": True}, "r.deleted = :p1 AND TRIM(COALESCE(r.label, ''), :p2) = ''", [], {"p1": 0, "p2": WHITESPACE}),
     (
         {"tags": ["a", "b"]},
         "r.deleted = :p1 AND EXISTS(SELECT 1 FROM tags AS t WHERE t.run_id = r.id AND t.tag IN (:p2, :p3))",
@@ -247,3 +249,8 @@ def table_for(alias):
     if alias[:1] in "afs" and alias[1:].isdigit():
         return ALIAS_TABLES[alias[:1]]
     return None
+
+
+def test_label_whitespace_is_pythons():
+    """-Fl tests str(label).strip(): the trimmed characters are exactly str.isspace()."""
+    assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
