@@ -65,7 +65,7 @@ def test_user_fields_match(built):
         tags.setdefault(run_id, set()).add(tag)
     for run in manifest.runs:
         label, marked, digest = indexed[run.id]
-        assert label == (None if run.label is None else str(run.label).strip()), run.id
+        assert label == (None if run.label is None else str(run.label)), run.id
         assert marked == int(bool(run.marked)) and digest == run.sourcecode_digest, run.id
         assert tags.get(run.id, set()) == {t for t in run.tags or [] if isinstance(t, str)}, run.id
 
