@@ -2,8 +2,11 @@
 
 Every user-supplied value, name and pattern becomes a named parameter
 (`:p1`, `:p2`, ...); identifiers and SQL text come only from this module.
-Filter predicates are built two-valued (never NULL), so `not X` is SQL's
-NOT and matches Python's `not` of Guild's test.
+
+A comparison with a missing value is NULL in SQL where Guild's test is
+False. Without negation that makes no difference (AND and OR are monotone,
+and WHERE drops NULL as it drops FALSE); every negation is therefore
+`NOT COALESCE(X, FALSE)`, which is Python's `not` of Guild's test.
 
 Shape of the query:
 
@@ -27,6 +30,7 @@ from sqlglot import exp
 
 from engine import tree
 from engine.attrs import LAZY_ATTRS
+from engine.errors import SelectionError
 from engine.timerange import epoch_bounds
 from engine.values import stored_number
 
@@ -64,7 +68,8 @@ class CompiledQuery:
     has_run_args: bool = False
 
     def sql(self, pretty=False):
-        return self.expression.sql(dialect="sqlite", pretty=pretty)
+        with tree.deep_recursion():
+            return self.expression.sql(dialect="sqlite", pretty=pretty, copy=False)
 
     def bound_params(self):
         """Parameters ready for sqlite3: floats out of int64 range, etc."""
@@ -73,19 +78,37 @@ class CompiledQuery:
 
 def compile_selection(selection, now):
     """Returns the CompiledQuery for a Selection evaluated at `now` (datetime)."""
-    return _Compiler(now).compile(selection)
+    try:
+        with tree.deep_recursion():
+            compiled = _Compiler(now).compile(selection)
+            compiled.sql()  # rendering recurses as deep as the expression nests
+    except RecursionError:
+        raise SelectionError(
+            "filter expression nests too deeply to compile", hint="use fewer levels of parentheses and 'not'"
+        ) from None
+    return compiled
 
 
-@dataclass(frozen=True)
+VALUE_FIELDS = ("present", "kind", "num", "str", "folded", "json")
+
+
 class Value:
-    """SQL expressions for one named value, each NULL when not applicable."""
+    """SQL expressions for one named value, each NULL when not applicable:
 
-    present: exp.Expression  # non-NULL iff the value is defined (not None)
-    kind: exp.Expression
-    num: exp.Expression
-    str: exp.Expression
-    folded: exp.Expression
-    json: exp.Expression
+    present  non-NULL iff the value is defined (not None)
+    kind, num, str, folded, json   as in the attrs table
+
+    Each field is built when read, so every use gets nodes of its own (a tree
+    node has one parent) and only the fields a test reads are built.
+    """
+
+    def __init__(self, build):
+        self._build = build  # field name -> a new expression
+
+    def __getattr__(self, field):
+        if field not in VALUE_FIELDS:
+            raise AttributeError(field)
+        return self._build(field)
 
 
 class _Compiler:
@@ -109,7 +132,7 @@ class _Compiler:
         return exp.Placeholder(this=name)
 
     def join(self, table, alias, *conditions):
-        on = exp.and_(*conditions) if len(conditions) > 1 else conditions[0]
+        on = _and(*conditions) if len(conditions) > 1 else conditions[0]
         self.joins.append(exp.Join(this=table_ref(table, alias), on=on, side="LEFT"))
 
     # The query
@@ -123,20 +146,21 @@ class _Compiler:
         if selection.runs:
             query = self.run_args_query(selected, selection.runs)
         else:
-            query = selected.order_by(*[o.copy() for o in SORT_ORDER])
+            query = selected.order_by(*[o.copy() for o in SORT_ORDER], copy=False)
         params = _number_in_order(query, self.params)
         return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs))
 
     def selected_runs(self, where):
         position = exp.alias_(
-            exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=SORT_ORDER)),
+            exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[o.copy() for o in SORT_ORDER])),
             "position",
+            copy=False,
         )
         select = exp.Select(expressions=[col(c) for c in RUN_COLUMNS] + [position])
-        select = select.from_(table_ref("runs", "r"))
+        select = select.from_(table_ref("runs", "r"), copy=False)
         for join in self.joins:
-            select = select.join(join)
-        return select.where(exp.and_(*where))
+            select = select.join(join, copy=False)
+        return select.where(_and(*where), copy=False)
 
     def run_args_query(self, selected, run_args):
         rows = [
@@ -156,17 +180,17 @@ class _Compiler:
         )
         count = exp.Subquery(this=exp.Select(expressions=[exp.Count(this=exp.Star())]).from_(table_ref("selected")))
         a = lambda name: exp.column(name, "a")
-        by_index = exp.and_(
+        by_index = _and(
             a("by_index"),
-            exp.or_(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=a("hi"), expression=count)),
+            _or(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=a("hi"), expression=count)),
         )
         resolved = exp.Select(
             expressions=[a("arg"), a("lo"), a("hi"), a("text"), exp.alias_(exp.Paren(this=by_index), "by_index")]
         ).from_(table_ref("run_args", "a"))
         s = lambda name: exp.column(name, "s")
-        by_position = exp.and_(
+        by_position = _and(
             exp.GT(this=s("position"), expression=a("lo")),
-            exp.or_(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=s("position"), expression=a("hi"))),
+            _or(exp.Is(this=a("hi"), expression=exp.Null()), exp.LTE(this=s("position"), expression=a("hi"))),
         )
         by_prefix = exp.EQ(
             this=exp.Substring(this=s("id"), start=exp.Literal.number(1), length=exp.Length(this=a("text"))),
@@ -209,7 +233,7 @@ class _Compiler:
             parts.append(
                 exp.Not(this=exp.In(this=col("status"), expressions=[self.param(s) for s in selection.not_statuses]))
             )
-        return exp.and_(*parts) if parts else None
+        return _and(*parts) if parts else None
 
     def operation_filter(self, selection):
         if not selection.operations:
@@ -221,12 +245,12 @@ class _Compiler:
             return exp.RegexpLike(this=col("operation"), expression=self.param(ref))
         parts = zip(("opspec_pkg", "opspec_model", "opspec_op"), split_opspec(ref))
         tests = [self.opspec_part_match(column, part) for column, part in parts if part]
-        return exp.and_(*tests) if tests else exp.true()
+        return _and(*tests) if tests else exp.true()
 
     def opspec_part_match(self, column, part):
         if "*" in part:
             return exp.Anonymous(this="runq_fnmatch", expressions=[col(column), self.param(part)])
-        return _two_valued(exp.EQ(this=col(column), expression=self.param(part)))
+        return exp.EQ(this=col(column), expression=self.param(part))
 
     def label_filter(self, selection):
         # Guild tests str(label).strip(): Python's whitespace, not just spaces.
@@ -237,7 +261,7 @@ class _Compiler:
         unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
         if selection.labels:
             return _any(
-                unlabeled if value == "-" else _contains_text(label, self.param(value), nullable=False)
+                unlabeled if value == "-" else _contains_text(label, self.param(value))
                 for value in selection.labels
             )
         return unlabeled if selection.unlabeled else None
@@ -258,7 +282,7 @@ class _Compiler:
         return _any(
             exp.EQ(this=text, expression=exp.Literal.string(""))
             if value == "-"
-            else _contains_text(text, self.param(value.lower()), nullable=False)
+            else _contains_text(text, self.param(value.lower()))
             for value in selection.comments
         )
 
@@ -277,7 +301,7 @@ class _Compiler:
             tests.append(exp.GTE(this=ts, expression=self.param(lo)))
         if hi is not None:
             tests.append(exp.LT(this=ts, expression=self.param(hi)))
-        return exp.and_(*tests)
+        return _and(*tests)
 
     def digest_filter(self, selection):
         if not selection.digest:
@@ -291,11 +315,13 @@ class _Compiler:
         return PREDICATES[type(node)](self, node)
 
     def logical(self, node):
-        combine = exp.and_ if node.op == "and" else exp.or_
-        return combine(exp.Paren(this=self.predicate(node.left)), exp.Paren(this=self.predicate(node.right)))
+        """A chain of one operator becomes one flat AND/OR (they are associative),
+        so long expressions do not nest; other operands are parenthesized."""
+        combine = _and if node.op == "and" else _or
+        return combine(*[self.predicate(operand) for operand in _chain(node)])
 
     def negation(self, node):
-        return exp.Not(this=exp.Paren(this=self.predicate(node.operand)))
+        return _not(self.predicate(node.operand))
 
     def truth(self, node):
         return exp.true() if node.term.value else exp.false()
@@ -304,7 +330,7 @@ class _Compiler:
         value = self.value(node.name)
         test = self.equality if node.op in ("=", "!=") else self.ordering
         result = test(value, node.op, node.target)
-        return exp.Not(this=exp.Paren(this=result)) if node.op == "!=" else result
+        return _not(result) if node.op == "!=" else result
 
     def equality(self, value, _op, target):
         if isinstance(target, tree.ListLiteral):
@@ -312,7 +338,7 @@ class _Compiler:
         if target.value is None:
             return exp.Is(this=value.present, expression=exp.Null())
         column, operand = self.typed_operand(value, target.value)
-        return _two_valued(exp.EQ(this=column, expression=operand))
+        return exp.EQ(this=column, expression=operand)
 
     def ordering(self, value, op, target):
         if isinstance(target, tree.ListLiteral):
@@ -320,7 +346,7 @@ class _Compiler:
         if target.value is None:
             return exp.false()
         column, operand = self.typed_operand(value, target.value)
-        return _two_valued(PYTHON_OPS[op](this=column, expression=operand))
+        return PYTHON_OPS[op](this=column, expression=operand)
 
     def typed_operand(self, value, literal):
         """The value column a literal compares with, and the literal's parameter."""
@@ -331,7 +357,7 @@ class _Compiler:
     def list_compare(self, value, op, target):
         if _is_list(value) == exp.false():
             return exp.false()
-        return exp.and_(
+        return _and(
             _is_list(value),
             exp.Anonymous(
                 this="runq_list_compare",
@@ -342,7 +368,7 @@ class _Compiler:
     def membership(self, node):
         value = self.value(node.name)
         found = _any(self.equality(value, "=", item) for item in node.target.items)
-        return exp.Not(this=exp.Paren(this=found)) if node.negated else found
+        return _not(found) if node.negated else found
 
     def contains(self, node):
         value = self.value(node.name)
@@ -353,11 +379,13 @@ class _Compiler:
         in_text = _contains_text(value.folded, self.param(str(target).lower()))
         is_list = _is_list(value)
         found = in_text if is_list == exp.false() else exp.Case(ifs=[exp.If(this=is_list, true=in_list)], default=in_text)
-        return exp.Not(this=exp.Paren(this=found)) if node.negated else found
+        return _not(found) if node.negated else found
 
     # Values of names
 
     def value(self, name):
+        """The Value of a name: its joins are made once, however often the name
+        is used, and each use gets expressions of its own (a tree node has one parent)."""
         if name.text not in self.values:
             self.values[name.text] = VALUE_SOURCES[name.kind](self, name)
         return self.values[name.text]
@@ -365,7 +393,7 @@ class _Compiler:
     def attr_value(self, name, key=None):
         key = name.key if key is None else key
         if key in COMPUTED_ATTRS:
-            return computed_value(COMPUTED_ATTRS[key](self))
+            return computed_value(lambda: COMPUTED_ATTRS[key](self))
         if key in LAZY_ATTRS:
             self.lazy_attrs.add(key)
         alias = f"a{len(self.joins) + 1}"
@@ -380,7 +408,7 @@ class _Compiler:
     def scalar_value(self, name, after=()):
         alias = f"s{len(self.joins) + 1}"
         prefix, tag = name.scalar_key
-        s = lambda c: exp.column(c, alias)
+        s = lambda c: col(c, alias)
         which = (
             exp.EQ(this=s("prefix"), expression=self.param(prefix))
             if prefix is not None
@@ -395,28 +423,21 @@ class _Compiler:
             *after,
         )
         # A NaN last value is NULL in SQLite, for Guild as for runq: undefined.
-        return Value(
-            present=s("last_val"),
-            kind=exp.Null(),
-            num=s("last_val"),
-            str=exp.Null(),
-            folded=s("last_folded"),
-            json=exp.Null(),
-        )
+        columns = {"present": "last_val", "num": "last_val", "folded": "last_folded"}
+        return Value(lambda field: s(columns[field]) if field in columns else exp.Null())
 
     def unprefixed_value(self, name):
         """attr, else flag, else scalar: each join only when the ones before found nothing."""
         attr = self.attr_value(name)
         if name.key in COMPUTED_ATTRS and name.key not in NULLABLE_COMPUTED:
             return attr
-        missing = [exp.Is(this=attr.present, expression=exp.Null())]
-        flag = self.flag_value(name, after=missing)
-        missing.append(exp.Is(this=flag.present, expression=exp.Null()))
-        scalar = self.scalar_value(name, after=missing)
+        missing = lambda source: exp.Is(this=source.present, expression=exp.Null())
+        flag = self.flag_value(name, after=[missing(attr)])
+        scalar = self.scalar_value(name, after=[missing(attr), missing(flag)])
         return coalesce_values([attr, flag, scalar])
 
     def stored_join(self, alias, key):
-        c = lambda name: exp.column(name, alias)
+        c = lambda name: col(name, alias)
         return (
             exp.EQ(this=c("run_id"), expression=col("id")),
             exp.EQ(this=c("name"), expression=self.param(key)),
@@ -441,11 +462,11 @@ class _Compiler:
     def duration_text(self):
         now_us = int(self.now.timestamp() * 1000000)
         started = col("started")
-        running = exp.and_(
+        running = _and(
             exp.EQ(this=col("status"), expression=exp.Literal.string("running")),
             exp.Not(this=exp.Is(this=started, expression=exp.Null())),
         )
-        stopped = exp.and_(col("stopped"), exp.Not(this=exp.Is(this=started, expression=exp.Null())))
+        stopped = _and(col("stopped"), exp.Not(this=exp.Is(this=started, expression=exp.Null())))
         return exp.Case(
             ifs=[
                 exp.If(this=running, true=_duration(exp.Sub(this=self.param(now_us), expression=started))),
@@ -454,32 +475,51 @@ class _Compiler:
         )
 
 
-def col(name):
-    return exp.column(name, "r")
+def _and(*conditions):
+    return exp.and_(*conditions, copy=False)
+
+
+def _or(*conditions):
+    return exp.or_(*conditions, copy=False)
+
+
+def _chain(node):
+    """The operands of a run of Logical nodes with the same operator, in order."""
+    operands, pending = [], [node]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, tree.Logical) and current.op == node.op:
+            pending += [current.right, current.left]
+        else:
+            operands.append(current)
+    return operands
+
+
+def col(name, table="r"):
+    """A column reference, built directly (exp.column re-checks the names)."""
+    return exp.Column(this=exp.Identifier(this=name, quoted=False), table=exp.Identifier(this=table, quoted=False))
 
 
 def stored_value(alias):
-    c = lambda name: exp.column(name, alias)
-    return Value(
-        present=c("run_id"), kind=c("kind"), num=c("num"), str=c("str"), folded=c("folded"), json=c("json")
-    )
+    """A value of the attrs or flags table under `alias`."""
+    return Value(lambda field: col("run_id" if field == "present" else field, alias))
 
 
 def computed_value(text):
-    """A computed attribute: always a string (or undefined when NULL)."""
-    return Value(
-        present=text,
-        kind=exp.Literal.string("str"),
-        num=exp.Null(),
-        str=text,
-        folded=exp.Nullif(this=exp.Lower(this=text), expression=exp.Literal.string("")),
-        json=exp.Null(),
-    )
+    """A computed attribute: always a string (undefined when NULL); `text`
+    builds its SQL."""
+    fields = {
+        "present": text,
+        "kind": lambda: exp.Literal.string("str"),
+        "str": text,
+        "folded": lambda: exp.Nullif(this=exp.Lower(this=text()), expression=exp.Literal.string("")),
+    }
+    return Value(lambda field: fields[field]() if field in fields else exp.Null())
 
 
 def coalesce_values(values):
     """One Value from several sources, of which at most one is joined."""
-    return Value(**{name: _coalesce([getattr(v, name) for v in values]) for name in Value.__dataclass_fields__})
+    return Value(lambda field: _coalesce([getattr(v, field) for v in values]))
 
 
 def _coalesce(expressions):
@@ -580,7 +620,12 @@ def _duration(microseconds):
 def _is_list(value):
     if isinstance(value.kind, (exp.Literal, exp.Null)):
         return exp.false()  # computed attributes and scalars are never lists
-    return _two_valued(exp.EQ(this=value.kind, expression=exp.Literal.string("list")))
+    return exp.EQ(this=value.kind, expression=exp.Literal.string("list"))
+
+
+def _not(condition):
+    """Python's `not` of a test that SQL may find NULL (Guild: False)."""
+    return exp.Not(this=_two_valued(condition))
 
 
 def _two_valued(condition):
@@ -588,21 +633,20 @@ def _two_valued(condition):
     return exp.Coalesce(this=condition, expressions=[exp.false()])
 
 
-def _contains_text(text, needle, nullable=True):
-    found = exp.GT(this=exp.StrPosition(this=text, substr=needle), expression=exp.Literal.number(0))
-    return _two_valued(found) if nullable else found
+def _contains_text(text, needle):
+    return exp.GT(this=exp.StrPosition(this=text, substr=needle), expression=exp.Literal.number(0))
 
 
 def _any(conditions):
-    conditions = [exp.Paren(this=c) for c in conditions]
-    return exp.or_(*conditions) if len(conditions) > 1 else conditions[0].this
+    conditions = list(conditions)
+    return _or(*conditions) if len(conditions) > 1 else conditions[0]
 
 
 def _exists(table, alias, condition):
     return exp.Exists(
         this=exp.Select(expressions=[exp.Literal.number(1)])
         .from_(table_ref(table, alias))
-        .where(exp.and_(exp.EQ(this=exp.column("run_id", alias), expression=col("id")), condition))
+        .where(_and(exp.EQ(this=exp.column("run_id", alias), expression=col("id")), condition))
     )
 
 

@@ -101,7 +101,10 @@ def select_runs(conn, compiled):
     """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
 
     Large attributes it names must have been decoded (Index.decode_lazy)."""
-    cursor = conn.execute(compiled.sql(), compiled.bound_params())
+    try:
+        cursor = conn.execute(compiled.sql(), compiled.bound_params())
+    except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
+        raise SelectionError(f"the index cannot run this selection: {e}") from None
     if not compiled.has_run_args:
         return [_selected_run(row) for row in cursor]
     return resolve_run_args(cursor)

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from engine.attrs import load_yaml
+from engine.attrs import decode_attr
 from engine.errors import FilterSyntaxError
 
 KEYWORDS = frozenset(
@@ -75,7 +75,7 @@ def _token(rule, source, pos, text):
 
 def _decode_literal(source, pos, text):
     try:
-        return load_yaml(source)
+        return decode_attr(source)  # Guild decodes these tokens as YAML
     except Exception as e:
         raise FilterSyntaxError(
             f"syntax error in filter at position {pos}: cannot read {source}",

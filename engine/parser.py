@@ -39,7 +39,13 @@ class ParsedFilter:
 def parse_filter(text):
     """Parses a filter expression; raises FilterSyntaxError."""
     parser = _Parser(text, tokenize(text))
-    root = parser.expression()
+    try:
+        with tree.deep_recursion():
+            root = parser.expression()
+    except RecursionError:
+        raise FilterSyntaxError(
+            "filter expression nests too deeply", hint="use fewer levels of parentheses and 'not'", text=text
+        ) from None
     if not parser.at_end():
         raise parser.unexpected()
     return ParsedFilter(text, root, parser.warnings)
@@ -177,8 +183,18 @@ RUNTEST_STARTS = {
 }
 
 
+WARNING_SHOWS = 300  # characters of the grouped expression a warning shows
+
+
 def _mixed_warning(node):
+    try:
+        with tree.deep_recursion():
+            grouped = node.describe()
+    except RecursionError:
+        grouped = "..."
+    if len(grouped) > WARNING_SHOWS:
+        grouped = grouped[:WARNING_SHOWS] + " ..."
     return (
         "warning: 'and' and 'or' are mixed without parentheses; as in Guild they "
-        f"group to the right: {node.describe()}"
+        f"group to the right: {grouped}"
     )

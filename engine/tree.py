@@ -5,6 +5,8 @@ with every grouping made explicit, which is how runq shows users what an
 unparenthesised mix of `and`/`or` really means.
 """
 
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Tuple
 
@@ -133,6 +135,18 @@ def _describe_value(value):
     if isinstance(value, str):
         return repr(value)
     return repr(value)
+
+
+@contextmanager
+def deep_recursion(limit=20000):
+    """Room for expressions nested thousands deep: the parser, the compiler
+    and sqlglot's generator all recurse once per level."""
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, limit))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 
 
 def names_in(node):

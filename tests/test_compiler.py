@@ -40,19 +40,19 @@ GOLDEN = [
         [],
         {"p1": 0, "p2": "error", "p3": "terminated"},
     ),
-    ({"operations": ["train"]}, "r.deleted = :p1 AND COALESCE(r.opspec_op = :p2, FALSE)", [], {"p1": 0, "p2": "train"}),
+    ({"operations": ["train"]}, "r.deleted = :p1 AND r.opspec_op = :p2", [], {"p1": 0, "p2": "train"}),
     ({"operations": ["^tr"]}, "r.deleted = :p1 AND r.operation REGEXP :p2", [], {"p1": 0, "p2": "^tr"}),
     (
         {"operations": ["m*:train"]},
-        "r.deleted = :p1 AND (RUNQ_FNMATCH(r.opspec_model, :p2) AND COALESCE(r.opspec_op = :p3, FALSE))",
+        "r.deleted = :p1 AND (RUNQ_FNMATCH(r.opspec_model, :p2) AND r.opspec_op = :p3)",
         [],
         {"p1": 0, "p2": "m*", "p3": "train"},
     ),
     ({"operations": ["a/b/c"]}, "r.deleted = :p1 AND TRUE", [], {"p1": 0}),
     (
         {"labels": ["best", "-"]},
-        "r.deleted = :p1 AND ((INSTR(TRIM(COALESCE(r.label, ''), :p2), :p3) > 0)"
-        " OR (TRIM(COALESCE(r.label, ''), :p2) = ''))",
+        "r.deleted = :p1 AND (INSTR(TRIM(COALESCE(r.label, ''), :p2), :p3) > 0"
+        " OR TRIM(COALESCE(r.label, ''), :p2) = '')",
         [],
         {"p1": 0, "p2": WHITESPACE, "p3": "best"},
     ),
@@ -85,13 +85,13 @@ GOLDEN = [
     ),
     (
         {"filter_expr": "flag:lr >= 0.1"},
-        "r.deleted = :p2 AND COALESCE(f1.num >= :p3, FALSE)",
+        "r.deleted = :p2 AND f1.num >= :p3",
         ["LEFT JOIN flags AS f1 ON f1.run_id = r.id AND f1.name = :p1 AND f1.kind <> 'null'"],
         {"p1": "lr", "p2": 0, "p3": 0.1},
     ),
     (
         {"filter_expr": "attr:label = 'x'"},
-        "r.deleted = :p2 AND COALESCE(a1.str = :p3, FALSE)",
+        "r.deleted = :p2 AND a1.str = :p3",
         ["LEFT JOIN attrs AS a1 ON a1.run_id = r.id AND a1.name = :p1 AND a1.kind <> 'null'"],
         {"p1": "label", "p2": 0, "p3": "x"},
     ),
@@ -103,7 +103,7 @@ GOLDEN = [
     ),
     (
         {"filter_expr": "flag:x != 1"},
-        "r.deleted = :p2 AND NOT (COALESCE(f1.num = :p3, FALSE))",
+        "r.deleted = :p2 AND NOT COALESCE(f1.num = :p3, FALSE)",
         ["LEFT JOIN flags AS f1 ON f1.run_id = r.id AND f1.name = :p1 AND f1.kind <> 'null'"],
         {"p1": "x", "p2": 0, "p3": 1},
     ),
@@ -115,13 +115,13 @@ GOLDEN = [
     ),
     (
         {"filter_expr": "scalar:eval#loss < 1"},
-        "r.deleted = :p3 AND COALESCE(s1.last_val < :p4, FALSE)",
+        "r.deleted = :p3 AND s1.last_val < :p4",
         ["LEFT JOIN scalars AS s1 ON s1.run_id = r.id AND s1.tag = :p1 AND s1.prefix = :p2"],
         {"p1": "loss", "p2": "eval", "p3": 0, "p4": 1},
     ),
     (
         {"filter_expr": "loss < 1"},
-        "r.deleted = :p2 AND COALESCE(COALESCE(a1.num, f2.num, s3.last_val) < :p3, FALSE)",
+        "r.deleted = :p2 AND COALESCE(a1.num, f2.num, s3.last_val) < :p3",
         [
             "LEFT JOIN attrs AS a1 ON a1.run_id = r.id AND a1.name = :p1 AND a1.kind <> 'null'",
             "LEFT JOIN flags AS f2 ON f2.run_id = r.id AND f2.name = :p1 AND f2.kind <> 'null' AND a1.run_id IS NULL",
@@ -132,26 +132,26 @@ GOLDEN = [
     ),
     (
         {"filter_expr": "operation = train and not status = error"},
-        "r.deleted = :p1 AND ((COALESCE(r.operation = :p2, FALSE)) AND (NOT (COALESCE(r.status = :p3, FALSE))))",
+        "r.deleted = :p1 AND (r.operation = :p2 AND NOT COALESCE(r.status = :p3, FALSE))",
         [],
         {"p1": 0, "p2": "train", "p3": "error"},
     ),
     (
         {"filter_expr": "flag:opt contains ADAM"},
-        "r.deleted = :p2 AND CASE WHEN COALESCE(f1.kind = 'list', FALSE) THEN RUNQ_LIST_CONTAINS(f1.json, :p3)"
-        " ELSE COALESCE(INSTR(f1.folded, :p4) > 0, FALSE) END",
+        "r.deleted = :p2 AND CASE WHEN f1.kind = 'list' THEN RUNQ_LIST_CONTAINS(f1.json, :p3)"
+        " ELSE INSTR(f1.folded, :p4) > 0 END",
         ["LEFT JOIN flags AS f1 ON f1.run_id = r.id AND f1.name = :p1 AND f1.kind <> 'null'"],
         {"p1": "opt", "p2": 0, "p3": '"ADAM"', "p4": "adam"},
     ),
     (
         {"filter_expr": "flag:b in [1, 'x']"},
-        "r.deleted = :p2 AND ((COALESCE(f1.num = :p3, FALSE)) OR (COALESCE(f1.str = :p4, FALSE)))",
+        "r.deleted = :p2 AND (f1.num = :p3 OR f1.str = :p4)",
         ["LEFT JOIN flags AS f1 ON f1.run_id = r.id AND f1.name = :p1 AND f1.kind <> 'null'"],
         {"p1": "b", "p2": 0, "p3": 1, "p4": "x"},
     ),
     (
         {"filter_expr": "flag:b = [1, 2]"},
-        "r.deleted = :p2 AND (COALESCE(f1.kind = 'list', FALSE) AND RUNQ_LIST_COMPARE(f1.json, '=', :p3))",
+        "r.deleted = :p2 AND (f1.kind = 'list' AND RUNQ_LIST_COMPARE(f1.json, '=', :p3))",
         ["LEFT JOIN flags AS f1 ON f1.run_id = r.id AND f1.name = :p1 AND f1.kind <> 'null'"],
         {"p1": "b", "p2": 0, "p3": "[1, 2]"},
     ),
