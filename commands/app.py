@@ -4,10 +4,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
-from typer._click.exceptions import NoArgsIsHelpError
 from typer.core import TyperGroup
-from typer.exceptions import TyperException
 from typing_extensions import Annotated
 
 from commands import demo, index, runs, sql
@@ -24,15 +23,15 @@ class RunqGroup(TyperGroup):
             result = super().main(args=args, prog_name=prog_name or "runq", standalone_mode=False, **extra)
         except RunqError as e:
             _fail(_one_line(e), e.exit_code)
-        except typer.Exit as e:
+        except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code)
-        except typer.Abort:
+        except click.exceptions.Abort:
             _fail("aborted", 1)
-        except NoArgsIsHelpError as e:
+        except click.exceptions.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             raise SystemExit(0)
-        except TyperException as e:
-            _fail(e.format_message(), getattr(e, "exit_code", 2))
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
         except BrokenPipeError:
             raise SystemExit(0)
         raise SystemExit(result if isinstance(result, int) else 0)

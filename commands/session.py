@@ -28,7 +28,7 @@ def open_index(settings, check=(LIVE, DELETED)):
     home = resolve_home(settings.guild_home)
     index = Index(home, settings.index_path)
     finish_pending(home)
-    if settings.refresh:
+    if settings.refresh or index.meta("last_refresh") is None:  # a new index is always built
         report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
         report_problems(report, settings.verbose)
     return index

@@ -31,7 +31,7 @@ from sqlglot import exp
 from engine import tree
 from engine.attrs import LAZY_ATTRS
 from engine.errors import SelectionError
-from engine.timerange import epoch_bounds
+from engine.opspec import split_opspec
 from engine.values import stored_number
 
 # Newest first by `started`, else `initialized`; runs with neither last;
@@ -294,6 +294,8 @@ class _Compiler:
     def started_filter(self, selection):
         if selection.started is None:
             return None
+        from engine.timerange import epoch_bounds  # only --started needs it
+
         lo, hi = epoch_bounds(selection.started, self.now)
         ts = col("timestamp")
         tests = [exp.NEQ(this=exp.Coalesce(this=ts, expressions=[exp.Literal.number(0)]), expression=exp.Literal.number(0))]
@@ -567,41 +569,6 @@ PREDICATES = {
     tree.In: _Compiler.membership,
     tree.Contains: _Compiler.contains,
 }
-
-
-def split_opspec(spec):
-    """(pkg, model, op) of an operation spec, as Guild's --operation splits it.
-
-    Anything Guild cannot read as a spec gives (None, None, None), which
-    matches every run.
-    """
-    import re
-
-    if not spec:
-        return None, None, None
-    if "/" not in spec and ":" not in spec:
-        return None, None, spec
-    for pattern in OPSPEC_PATTERNS:
-        match = re.match(pattern, spec)
-        if match:
-            model, op = match.groups()
-            pkg, model = _split_model_pkg(model)
-            return pkg, model, op
-    return None, None, None
-
-
-OPSPEC_PATTERNS = (
-    r"([^/:]*):([^/:]+)$",
-    r"([^/:]*/[^/:?]*):([^/:]+)$",
-    r"([^/:]+/):?([^/:]+)$",
-)
-
-
-def _split_model_pkg(model):
-    if model and "/" in model:
-        pkg, model = model.split("/", 1)
-        return pkg, model
-    return None, model
 
 
 def _duration(microseconds):

@@ -11,9 +11,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from engine import tfevents
 from engine.attrs import LAZY_ATTRS, decode_attr
-from engine.compiler import split_opspec
+from engine.opspec import split_opspec
 from engine.values import stored_value
 
 MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
@@ -321,6 +320,8 @@ def _batch_proto(guild_dir, seen):
 
 def read_scalars(run_dir, problems):
     """Scalar summary rows per (prefix, tag), and the event files read."""
+    from engine import tfevents  # only runs being read need it
+
     summaries, event_paths = {}, []
     for prefix, dir_path in event_dirs(run_dir):
         for path in tfevents.loaded_event_files(dir_path):
@@ -344,7 +345,7 @@ def event_dirs(run_dir):
     """(prefix, dir) of each directory holding event files, as Guild walks them."""
     for root, dirs, files in os.walk(run_dir, followlinks=True):
         dirs[:] = [d for d in dirs if not _is_foreign_link(os.path.join(root, d))]
-        if any(tfevents.is_event_file(name) for name in files):
+        if any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
             rel = os.path.relpath(root, run_dir)
             yield ("" if rel == "." else rel.replace(os.sep, "/")), root
 

@@ -11,7 +11,6 @@ from typing import Optional, Tuple
 
 from engine.errors import RangeError, SelectionError
 from engine.parser import ParsedFilter, parse_filter
-from engine.timerange import TimeRange, parse_range
 
 STATUSES = {
     "r": "running",
@@ -49,7 +48,7 @@ class Selection:
     tags: Tuple[str, ...] = ()
     comments: Tuple[str, ...] = ()
     marked: Optional[bool] = None  # True: marked only, False: unmarked only
-    started: Optional[TimeRange] = None
+    started: Optional[object] = None  # engine.timerange.TimeRange
     digest: Optional[str] = None
     statuses: Tuple[str, ...] = ()  # any of these
     not_statuses: Tuple[str, ...] = ()  # none of these
@@ -113,6 +112,8 @@ def build_selection(
 
 def _time_range(spec, now):
     """The parsed --started RANGE, checked against `now` when given."""
+    from engine.timerange import parse_range  # only --started needs it
+
     try:
         time_range = parse_range(spec)
         if now:

@@ -36,20 +36,13 @@ import traceback
 from unittest import mock
 
 import click
-
-from guild import cli
-from guild import click_util
-from guild import config
-from guild import filter_util
+from guild import cli, click_util, config, filter_util, timerange, util
 from guild import index as indexlib
 from guild import main as guild_main
 from guild import run as runlib
-from guild import timerange
-from guild import util
 from guild.commands import main as main_cmd
-from guild.commands import main_impl
+from guild.commands import main_impl, runs_impl
 from guild.commands import runs as runs_cmd
-from guild.commands import runs_impl
 
 
 class OutOfScope(Exception):
