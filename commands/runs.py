@@ -23,6 +23,14 @@ app = typer.Typer(no_args_is_help=True, help="List, delete, purge and restore ru
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt before acting.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen and change nothing.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the selected runs as JSON.")]
+BackgroundOption = Annotated[
+    bool,
+    typer.Option(
+        "--background",
+        help="Return once the runs are gone from the trash (and the index); unlink their files in a "
+        "detached process, which the next runq command finishes if it dies.",
+    ),
+]
 SqlOption = Annotated[
     bool, typer.Option("--sql", help="Print the selection's SQL and parameters, and exit without touching anything.")
 ]
@@ -39,19 +47,20 @@ class Action:
     nothing: str
     done: str
     would: str
-    perform: object  # (index, runs, progress) -> (count, extra text)
+    perform: object  # (index, runs, progress, background) -> (count, extra text)
 
 
-def _remove(index, runs, progress):
-    report = actions.remove(index, runs, runs[0].deleted, progress)
+def _remove(index, runs, progress, background):
+    report = actions.remove(index, runs, runs[0].deleted, progress, background)
     for run_id, why in report.failed:
         typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
-    freed = f" ({render.size_text(report.bytes_freed)} reclaimed)"
-    return len(report.removed), freed
+    if background:
+        return len(report.removed), " (their files are being unlinked in the background)"
+    return len(report.removed), f" ({render.size_text(report.bytes_freed)} reclaimed)"
 
 
 def _move(to_deleted):
-    return lambda index, runs, progress: (len(actions.move(index, runs, to_deleted)), "")
+    return lambda index, runs, progress, background: (len(actions.move(index, runs, to_deleted)), "")
 
 
 PURGE = Action(
@@ -140,9 +149,9 @@ def _limited(runs, all_, limit, more):
 @app.command("purge")
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
-               as_json: JsonOption = False, show_sql: SqlOption = False):
+               as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False):
     """Permanently delete deleted runs (those in the trash)."""
-    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql)
+    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql, background)
 
 
 @app.command("delete")
@@ -155,9 +164,10 @@ def delete_runs(
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
     show_sql: SqlOption = False,
+    background: BackgroundOption = False,
 ):
     """Delete runs (move them to the trash, or remove them with --permanent)."""
-    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql)
+    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql, background)
 
 
 @app.command("restore")
@@ -192,7 +202,7 @@ def _select(settings, options, source, show_sql):
     return Selected(index, selection, actions.run_compiled(index, compiled))
 
 
-def _act(settings, options, action, yes, dry_run, as_json, show_sql):
+def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=False):
     selected = _select(settings, options, action.source, show_sql)
     if selected is None:
         return
@@ -221,7 +231,8 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql):
         # Only after the re-check: a stopped run writes its exit status, and
         # must not be skipped as changed after being stopped for deletion.
         actions.stop_running(runs)
-    count, extra = action.perform(selected.index, runs, progress_printer("Deleting runs", min_total=50))
+    progress = None if background else progress_printer("Deleting runs", min_total=50)
+    count, extra = action.perform(selected.index, runs, progress, background)
     typer.echo(action.done.format(count=count, extra=extra), err=True)
 
 

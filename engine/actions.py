@@ -33,8 +33,8 @@ def recheck(index, selection, runs, now):
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]
 
 
-def remove(index, runs, deleted, progress=None):
-    return purge.remove_runs(index, [run.id for run in runs], deleted, progress)
+def remove(index, runs, deleted, progress=None, background=False):
+    return purge.remove_runs(index, [run.id for run in runs], deleted, progress, background)
 
 
 def move(index, runs, to_deleted):

@@ -7,6 +7,8 @@ which Guild does not read, and their index rows are deleted in the same
 step; only then are the directories unlinked. Whatever is left in the
 purge area by an interrupted run is unlinked by the next runq command
 (`finish_pending`); a batch whose purge is still running is left to it.
+With `background`, a detached `python -m engine.purge` does the unlinking
+and the command returns as soon as the renames are committed.
 
 Only direct children of `runs/` or `trash/runs/` named like the selected
 run are ever moved; a run directory that is a symbolic link is unlinked as
@@ -15,6 +17,9 @@ a link, never followed.
 
 import os
 import signal
+import stat
+import subprocess
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -34,8 +39,9 @@ class RemovalReport:
     bytes_freed: int = 0
 
 
-def remove_runs(index, run_ids, deleted, progress=None):
-    """Permanently removes runs of one root (trash for purge); returns a RemovalReport."""
+def remove_runs(index, run_ids, deleted, progress=None, background=False):
+    """Permanently removes runs of one root (trash for purge); returns a RemovalReport
+    (without bytes freed when the unlinking goes on in the background)."""
     home = index.home
     batch = _new_batch_dir(home)
     report = RemovalReport()
@@ -56,7 +62,10 @@ def remove_runs(index, run_ids, deleted, progress=None):
     except BaseException:
         index.conn.execute("ROLLBACK")
         raise
-    report.bytes_freed = unlink_batch(batch, progress)
+    if background:
+        unlink_in_background(batch)
+    else:
+        report.bytes_freed = unlink_batch(batch, progress)
     return report
 
 
@@ -140,7 +149,7 @@ def _unlink_tree(path):
         st = os.lstat(path)
     except FileNotFoundError:
         return 0
-    if not os.path.isdir(path) or os.path.islink(path):
+    if not stat.S_ISDIR(st.st_mode):  # a file, or a link (never followed)
         os.unlink(path)
         return st.st_blocks * 512
     freed = 0
@@ -181,6 +190,31 @@ def finish_pending(home):
     return count
 
 
+def unlink_in_background(batch):
+    """Hands a batch to a detached process. The batch is renamed after that
+    process before it starts, so other runq commands leave it alone while it
+    lives, and finish it if it dies."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "engine.purge"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    claimed = batch.with_name(f"{child.pid}-{batch.name.split('-', 1)[-1]}")
+    os.rename(batch, claimed)
+    child.stdin.write(os.fsencode(claimed))
+    child.stdin.close()
+    child.returncode = 0  # not waited for: it outlives this command
+
+
+def _unlink_named_batch():
+    """`python -m engine.purge`: unlinks the batch whose path arrives on stdin."""
+    path = Path(os.fsdecode(sys.stdin.buffer.read()))
+    if path.name and path.is_dir():
+        unlink_batch(path)
+
+
 # Stopping runs before deleting them, as Guild does
 
 
@@ -194,3 +228,6 @@ def stop_run(pid):
         return False
     return True
 
+
+if __name__ == "__main__":
+    _unlink_named_batch()

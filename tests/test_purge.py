@@ -706,3 +706,58 @@ def test_a_run_stopped_for_deletion_is_still_deleted(home, monkeypatch):
     result = runq(root, "runs", "delete", "-y", "-Sr", record.id)
     assert result.exit_code == 0, result.stderr
     assert record.id in names(trash(root))
+
+
+# Background unlinking
+
+
+def _wait_for(condition, seconds=20):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_background_purge_returns_with_the_runs_gone_and_unlinks_them(home):
+    root, manifest = home
+    selected = listed_ids(root, "--deleted", "-Se")
+    assert selected
+    before_live = run_trees(root)[0]
+    result = subprocess.run(
+        [str(RUNQ_SCRIPT), "-H", str(root), "runs", "purge", "-y", "--background", "-Se"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"Permanently deleted {len(selected)} run(s) (their files are being unlinked in the background)"
+    )
+    assert not set(selected) & set(names(trash(root)))  # gone for Guild at once
+    assert not set(selected) & set(index_ids(root, deleted=True))  # and for runq
+    purging = root / "trash" / "runq-purging"
+    assert _wait_for(lambda: names(purging) == [])
+    assert run_trees(root)[0] == before_live
+    assert_index_matches_disk(root)
+
+
+def test_a_batch_held_by_a_live_process_is_left_to_it_and_a_dead_ones_is_finished(home):
+    root, manifest = home
+    run_ids = names(trash(root))[:4]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        held = root / "trash" / "runq-purging" / f"{holder.pid}-held"
+        orphan = root / "trash" / "runq-purging" / "999999999-orphan"
+        for batch, ids in ((held, run_ids[:2]), (orphan, run_ids[2:])):
+            batch.mkdir(parents=True)
+            for run_id in ids:
+                os.rename(trash(root) / run_id, batch / run_id)
+        assert runq(root, "runs", "list", "--deleted").exit_code == 0
+        assert names(held) == sorted(run_ids[:2])  # its process is alive: not ours to finish
+        assert not orphan.exists()  # its process is gone: finished by the next command
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runq(root, "runs", "list").exit_code == 0
+    assert not held.exists()
+    assert_index_matches_disk(root)
