@@ -1,5 +1,6 @@
 """Output: run tables shaped like Guild's, JSON, and SQL scripts."""
 
+import functools
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ def run_cells(run, cwd):
     }
 
 
+@functools.lru_cache(maxsize=1024)  # few projects, many runs
 def _op_dir_suffix(op_dir, cwd):
     if not op_dir or os.path.realpath(op_dir) == os.path.realpath(cwd):
         return ""
