@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 
 CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,            -- the run directory's name
+    key INTEGER PRIMARY KEY,        -- the run's row; other tables' run_key. Numbered after the run's
+                                    -- timestamp, so rows of runs that sort together are stored together
+    id TEXT NOT NULL UNIQUE,        -- the run directory's name
     deleted INTEGER NOT NULL,       -- 0: in runs/, 1: in trash/runs/
     dir TEXT NOT NULL,              -- the run directory
     pkg_type TEXT,                  -- from .guild/opref: guildfile, script, package, ...
@@ -52,7 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_in_order ON runs (deleted, timestamp IS NULL, timestamp DESC, listing);
 
 CREATE TABLE IF NOT EXISTS attrs (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,       -- runs.key
     name TEXT NOT NULL,             -- the file name in .guild/attrs
     kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: a large
                                     -- attribute not decoded yet (read from its file when a filter names it)
@@ -60,22 +62,22 @@ CREATE TABLE IF NOT EXISTS attrs (
     str TEXT,                       -- str values
     folded TEXT,                    -- str(value).lower() of a truthy non-list value: what `contains` searches
     json TEXT,                      -- list and dict values
-    PRIMARY KEY (run_id, name)
+    PRIMARY KEY (run_key, name)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS flags (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,       -- runs.key
     name TEXT NOT NULL,             -- a key of the `flags` attribute
     kind TEXT NOT NULL,
     num,
     str TEXT,
     folded TEXT,
     json TEXT,
-    PRIMARY KEY (run_id, name)
+    PRIMARY KEY (run_key, name)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS scalars (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,       -- runs.key
     prefix TEXT NOT NULL,           -- event files' directory relative to the run: .guild, '' (root), eval, ...
     tag TEXT NOT NULL,
     preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: the least by code point ('' < .guild < eval)
@@ -91,21 +93,21 @@ CREATE TABLE IF NOT EXISTS scalars (
     total REAL,
     count INTEGER,
     last_folded TEXT,               -- str(last_val).lower() when truthy: what `contains` searches
-    PRIMARY KEY (run_id, tag, prefix)
+    PRIMARY KEY (run_key, tag, prefix)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS tags (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,       -- runs.key
     tag TEXT NOT NULL,
-    PRIMARY KEY (run_id, tag)
+    PRIMARY KEY (run_key, tag)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS comments (
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,       -- runs.key
     seq INTEGER NOT NULL,           -- order in the `comments` attribute
     user TEXT,
     host TEXT,
     body TEXT,
     time INTEGER,
-    PRIMARY KEY (run_id, seq)
+    PRIMARY KEY (run_key, seq)
 ) WITHOUT ROWID;

@@ -419,7 +419,7 @@ class _Compiler:
         self.join(
             "scalars",
             alias,
-            exp.EQ(this=s("run_id"), expression=col("id")),
+            exp.EQ(this=s("run_key"), expression=col("key")),
             exp.EQ(this=s("tag"), expression=self.param(tag)),
             which,
             *after,
@@ -441,7 +441,7 @@ class _Compiler:
     def stored_join(self, alias, key):
         c = lambda name: col(name, alias)
         return (
-            exp.EQ(this=c("run_id"), expression=col("id")),
+            exp.EQ(this=c("run_key"), expression=col("key")),
             exp.EQ(this=c("name"), expression=self.param(key)),
             exp.NEQ(this=c("kind"), expression=exp.Literal.string("null")),
         )
@@ -504,7 +504,7 @@ def col(name, table="r"):
 
 def stored_value(alias):
     """A value of the attrs or flags table under `alias`."""
-    return Value(lambda field: col("run_id" if field == "present" else field, alias))
+    return Value(lambda field: col("run_key" if field == "present" else field, alias))
 
 
 def computed_value(text):
@@ -613,7 +613,7 @@ def _exists(table, alias, condition):
     return exp.Exists(
         this=exp.Select(expressions=[exp.Literal.number(1)])
         .from_(table_ref(table, alias))
-        .where(_and(exp.EQ(this=exp.column("run_id", alias), expression=col("id")), condition))
+        .where(_and(exp.EQ(this=col("run_key", alias), expression=col("key")), condition))
     )
 
 

@@ -21,12 +21,12 @@ from engine.executor import register_functions
 from engine.home import DELETED, LIVE
 
 CHILD_TABLES = {
-    "attrs": "run_id, name, kind, num, str, folded, json",
-    "flags": "run_id, name, kind, num, str, folded, json",
-    "scalars": "run_id, prefix, tag, preferred, first_val, first_step, last_val, last_step, "
+    "attrs": "run_key, name, kind, num, str, folded, json",
+    "flags": "run_key, name, kind, num, str, folded, json",
+    "scalars": "run_key, prefix, tag, preferred, first_val, first_step, last_val, last_step, "
     "min_val, min_step, max_val, max_step, avg_val, total, count, last_folded",
-    "tags": "run_id, tag",
-    "comments": "run_id, seq, user, host, body, time",
+    "tags": "run_key, tag",
+    "comments": "run_key, seq, user, host, body, time",
 }
 PARALLEL_MIN_RUNS = 200
 PARALLEL_STAT_MIN = 4000
@@ -148,9 +148,9 @@ class Index:
         """{run id: (deleted, listing position, dir)} for both roots."""
         found = {}
         for deleted in (DELETED, LIVE):
-            root = self.home.root_dir(deleted)
+            root = str(self.home.root_dir(deleted))
             for position, name in enumerate(_listdir(root)):
-                found[name] = (deleted, position, str(root / name))
+                found[name] = (deleted, position, f"{root}/{name}")
         return found
 
     def _read_and_store(self, to_read, report, progress, workers):
@@ -201,16 +201,16 @@ class Index:
         """Reads and decodes the large attributes a filter names, once."""
         for name in sorted(names):
             rows = self.conn.execute(
-                "SELECT a.run_id, r.dir FROM attrs AS a JOIN runs AS r ON r.id = a.run_id"
+                "SELECT a.run_key, r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
                 " WHERE a.name = ? AND a.kind = 'raw'",
                 (name,),
             ).fetchall()
             if not rows:
                 continue
-            decoded = [(*rundir.read_attr_value(path, name), run_id, name) for run_id, path in rows]
+            decoded = [(*rundir.read_attr_value(path, name), key, name) for key, path in rows]
             with self.conn:
                 self.conn.executemany(
-                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_id = ? AND name = ?",
+                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_key = ? AND name = ?",
                     decoded,
                 )
 
@@ -220,6 +220,7 @@ class Index:
         if not records:
             return
         self.delete_rows([r.id for r in records])
+        self._assign_keys(records)
         columns = rundir.RUN_FIELDS
         self.conn.executemany(
             f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
@@ -229,12 +230,25 @@ class Index:
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
 
+    def _assign_keys(self, records):
+        """Keys after the runs' timestamps, bumped past keys already taken."""
+        taken = set()
+        wanted = [_key_for(r.run["timestamp"]) for r in records]
+        for chunk in _chunks(sorted(set(wanted)), 10000):
+            query = f"SELECT key FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
+            taken.update(row[0] for row in self.conn.execute(query, chunk))
+        for record, key in zip(records, wanted):
+            while key in taken:
+                key += 1
+            taken.add(key)
+            record.run["key"] = key
+
     def delete_rows(self, run_ids):
         ids = [(run_id,) for run_id in run_ids]
         if not ids:
             return
         for table in CHILD_TABLES:
-            self.conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+            self.conn.executemany(f"DELETE FROM {table} WHERE run_key = (SELECT key FROM runs WHERE id = ?)", ids)
         self.conn.executemany("DELETE FROM runs WHERE id = ?", ids)
 
     def move_rows(self, run_ids, deleted):
@@ -244,15 +258,19 @@ class Index:
         )
 
 
+def _key_for(timestamp):
+    return int(timestamp) if isinstance(timestamp, (int, float)) and timestamp > 0 else 1
+
+
 def _child_rows(records):
     rows = {table: [] for table in CHILD_TABLES}
     for record in records:
-        run_id = record.id
-        rows["attrs"] += [(run_id, *row) for row in record.attrs]
-        rows["flags"] += [(run_id, *row) for row in record.flags]
-        rows["scalars"] += [(run_id, *row) for row in record.scalars]
-        rows["tags"] += [(run_id, tag) for tag in record.tags]
-        rows["comments"] += [(run_id, *row) for row in record.comments]
+        key = record.run["key"]
+        rows["attrs"] += [(key, *row) for row in record.attrs]
+        rows["flags"] += [(key, *row) for row in record.flags]
+        rows["scalars"] += [(key, *row) for row in record.scalars]
+        rows["tags"] += [(key, tag) for tag in record.tags]
+        rows["comments"] += [(key, *row) for row in record.comments]
     return rows
 
 

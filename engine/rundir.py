@@ -20,7 +20,7 @@ MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
 # comment): their stats join the run's signature.
 MUTABLE_ATTRS = ("label", "tags", "marked", "comments")
 RUN_FIELDS = (
-    "id deleted dir pkg_type pkg_name pkg_version model op operation opspec_pkg "
+    "key id deleted dir pkg_type pkg_name pkg_version model op operation opspec_pkg "
     "opspec_model opspec_op pkg_desc op_dir initialized started stopped timestamp "
     "exit_status status pid remote label marked sourcecode_digest comments_text "
     "listing watched signature problems"
@@ -66,7 +66,7 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
     record.scalars, event_paths = read_scalars(run_dir, problems)
-    run["watched"] = "\n".join(watched_paths(values, event_paths))
+    run["watched"] = "\n".join(watched_paths(values, event_paths, is_finished(run)))
     run["signature"] = signature(run_dir, run["watched"])
     run["problems"] = "; ".join(problems) or None
     return record
@@ -404,11 +404,27 @@ class Summary:
 # Signature
 
 
-def watched_paths(values, event_paths):
-    """Files whose stats change when the run changes, relative to the run dir."""
+def watched_paths(values, event_paths, finished):
+    """Files whose stats change when the run changes, relative to the run dir.
+
+    Every run: .guild (markers come and go), .guild/attrs (attributes
+    written or deleted), the attributes Guild rewrites in place, and the
+    event files (they grow). A run still in progress also creates new
+    directories and event files: its run and event directories are watched
+    too."""
     attrs = [f".guild/attrs/{name}" for name in MUTABLE_ATTRS if name in values]
+    if finished:
+        return [".guild", ".guild/attrs", *attrs, *event_paths]
     event_dirs_ = sorted({os.path.dirname(p) for p in event_paths} - {".guild", ""})
     return [".", ".guild", ".guild/attrs", *attrs, *event_dirs_, *event_paths]
+
+
+def is_finished(run):
+    """A run whose status no process or marker can change any more."""
+    return run["status"] in FINISHED and run["pid"] is None
+
+
+FINISHED = ("completed", "error", "terminated")
 
 
 def signature(run_dir, watched):

@@ -182,11 +182,16 @@ def run_dirs(home, root):
 
 INDEX_QUERIES = (
     "SELECT * FROM runs ORDER BY id",
-    "SELECT * FROM attrs ORDER BY run_id, name",
-    "SELECT * FROM flags ORDER BY run_id, name",
-    "SELECT * FROM scalars ORDER BY run_id, prefix, tag",
-    "SELECT * FROM tags ORDER BY run_id, tag",
-    "SELECT * FROM comments ORDER BY run_id, seq",
+    *(
+        f"SELECT r.id AS run, t.* FROM {table} AS t JOIN runs AS r ON r.key = t.run_key ORDER BY r.id, {order}"
+        for table, order in (
+            ("attrs", "t.name"),
+            ("flags", "t.name"),
+            ("scalars", "t.prefix, t.tag"),
+            ("tags", "t.tag"),
+            ("comments", "t.seq"),
+        )
+    ),
 )
 
 
@@ -206,7 +211,8 @@ def _check_index_agrees_with_disk(home, fresh_index):
 
 
 def _without_listing(rows):
-    return [{k: v for k, v in row.items() if k != "listing"} for row in rows]
+    """Rows without where they are kept (keys) and `listing`."""
+    return [{k: v for k, v in row.items() if k not in ("listing", "key", "run_key")} for row in rows]
 
 
 def _runq_json(home, args):

@@ -61,7 +61,7 @@ def test_user_fields_match(built):
     manifest, index, _ = built
     indexed = {r[0]: r[1:] for r in rows(index, "SELECT id, label, marked, sourcecode_digest FROM runs")}
     tags = {}
-    for run_id, tag in rows(index, "SELECT run_id, tag FROM tags"):
+    for run_id, tag in rows(index, "SELECT r.id, t.tag FROM tags t JOIN runs r ON r.key = t.run_key"):
         tags.setdefault(run_id, set()).add(tag)
     for run in manifest.runs:
         label, marked, digest = indexed[run.id]
@@ -72,7 +72,7 @@ def test_user_fields_match(built):
 
 def test_flags_keep_their_kind(built):
     manifest, index, _ = built
-    stored = {(r[0], r[1]): r[2:] for r in rows(index, "SELECT run_id, name, kind, num, str FROM flags")}
+    stored = {(r[0], r[1]): r[2:] for r in rows(index, "SELECT r.id, f.name, f.kind, f.num, f.str FROM flags f JOIN runs r ON r.key = f.run_key")}
     checked = 0
     for run in manifest.runs:
         for name, value in run.flags.items():
@@ -89,7 +89,7 @@ def test_flags_keep_their_kind(built):
 
 def test_scalars_last_values_per_prefix(built):
     manifest, index, _ = built
-    stored = {(r[0], r[1], r[2]): r[3] for r in rows(index, "SELECT run_id, prefix, tag, last_val FROM scalars")}
+    stored = {(r[0], r[1], r[2]): r[3] for r in rows(index, "SELECT r.id, s.prefix, s.tag, s.last_val FROM scalars s JOIN runs r ON r.key = s.run_key")}
     checked = 0
     for run in manifest.runs:
         for (prefix, tag), value in run.scalars.items():
@@ -106,8 +106,8 @@ def test_preferred_scalar_prefix_is_the_least(built):
     _, index, _ = built
     for run_id, tag, prefixes, preferred in rows(
         index,
-        "SELECT run_id, tag, group_concat(prefix, '|'), max(CASE WHEN preferred THEN prefix END)"
-        " FROM scalars GROUP BY run_id, tag HAVING count(*) > 1",
+        "SELECT run_key, tag, group_concat(prefix, '|'), max(CASE WHEN preferred THEN prefix END)"
+        " FROM scalars GROUP BY run_key, tag HAVING count(*) > 1",
     ):
         assert preferred == min(prefixes.split("|")), (run_id, tag)
 
@@ -143,12 +143,13 @@ def test_a_moved_run_keeps_its_rows(fresh):
     manifest, index = fresh
     run = manifest.live[0]
     src = run.run_dir(manifest.root)
-    before = rows(index, "SELECT name, kind FROM attrs WHERE run_id = ? ORDER BY name", run.id)
+    attrs_of = "SELECT name, kind FROM attrs WHERE run_key = (SELECT key FROM runs WHERE id = ?) ORDER BY name"
+    before = rows(index, attrs_of, run.id)
     os.rename(src, manifest.root / "trash" / "runs" / run.id)
     report = index.refresh()
     assert (report.moved, report.updated, report.added) == (1, 0, 0)
     assert rows(index, "SELECT deleted FROM runs WHERE id = ?", run.id) == [(1,)]
-    assert rows(index, "SELECT name, kind FROM attrs WHERE run_id = ? ORDER BY name", run.id) == before
+    assert rows(index, attrs_of, run.id) == before
 
 
 def test_new_and_vanished_runs(fresh):
@@ -161,7 +162,7 @@ def test_new_and_vanished_runs(fresh):
     report = index.refresh()
     assert (report.added, report.removed) == (1, 1)
     assert rows(index, "SELECT count(*) FROM runs WHERE id IN (?, ?)", gone.id, new_id) == [(1,)]
-    assert rows(index, "SELECT count(*) FROM attrs WHERE run_id = ?", gone.id) == [(0,)]
+    assert rows(index, "SELECT count(*) FROM attrs WHERE run_key NOT IN (SELECT key FROM runs)") == [(0,)]
 
 
 def test_status_follows_a_live_pid(fresh):

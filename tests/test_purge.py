@@ -711,7 +711,7 @@ def test_a_run_stopped_for_deletion_is_still_deleted(home, monkeypatch):
 # Background unlinking
 
 
-def _wait_for(condition, seconds=20):
+def _eventually(condition, seconds=20):
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
@@ -736,7 +736,7 @@ def test_background_purge_returns_with_the_runs_gone_and_unlinks_them(home):
     assert not set(selected) & set(names(trash(root)))  # gone for Guild at once
     assert not set(selected) & set(index_ids(root, deleted=True))  # and for runq
     purging = root / "trash" / "runq-purging"
-    assert _wait_for(lambda: names(purging) == [])
+    assert _eventually(lambda: names(purging) == [])
     assert run_trees(root)[0] == before_live
     assert_index_matches_disk(root)
 
