@@ -219,7 +219,7 @@ class Index:
     def write_records(self, records):
         if not records:
             return
-        self.delete_rows([r.id for r in records])
+        self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
         columns = rundir.RUN_FIELDS
         self.conn.executemany(
@@ -229,6 +229,11 @@ class Index:
         for table, rows in _child_rows(records).items():
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
+
+    def _indexed(self, run_ids):
+        """The ones of these runs the index holds."""
+        query = f"SELECT id FROM runs WHERE id IN ({', '.join('?' * len(run_ids))})"
+        return [row[0] for row in self.conn.execute(query, run_ids)] if run_ids else []
 
     def _assign_keys(self, records):
         """Keys after the runs' timestamps, bumped past keys already taken."""
@@ -374,6 +379,7 @@ def _connect(path):
         conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MB: big refreshes touch pages across the index
     except sqlite3.Error as e:
         raise HomeError(f"cannot open the index {path}: {e}") from None
     register_functions(conn)

@@ -248,8 +248,9 @@ def describe_operation(opref_text, guild_dir, problems, seen=None):
 
 
 def parse_opref(text):
-    try:
-        parts = shlex.split(text or "", posix=True)
+    text = text or ""
+    try:  # Guild's shlex split; plain words need none of shlex's (slow) care
+        parts = shlex.split(text, posix=True) if any(c in text for c in "'\"\\") else text.split()
     except ValueError:
         return None
     if len(parts) != 4 or ":" not in parts[0]:
