@@ -102,47 +102,58 @@ class Index:
         return report
 
     def _refresh(self, check, report, progress, workers):
+        # runs/ and trash/runs/ change mtime whenever an entry comes, goes or
+        # is renamed: unchanged, their listings cannot hold news.
+        stamp = self._roots_stamp()
+        new = self._follow_listings(report) if stamp != self.meta("roots_stamp") else []
+        changed = self._changed_runs(check, workers)
+        report.added, report.updated = len(new), len(changed)
+        self._read_and_store(new + changed, report, progress, workers)
+        report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
+        self.set_meta(roots_stamp=stamp)
+
+    def _roots_stamp(self):
+        parts = []
+        for deleted in (LIVE, DELETED):
+            try:
+                st = os.stat(self.home.root_dir(deleted))
+            except OSError:
+                parts.append("-")
+            else:
+                parts.append(f"{st.st_dev}:{st.st_ino}:{st.st_mtime_ns}")
+        return " ".join(parts)
+
+    def _follow_listings(self, report):
+        """Forgets vanished runs, follows moved ones (their rows stay) and
+        listing positions; returns the new run directories to read."""
         known = {row[0]: row[1:] for row in self.conn.execute("SELECT id, deleted, listing FROM runs")}
         on_disk = self._list_roots()
         gone = [run_id for run_id in known if run_id not in on_disk]
         self.delete_rows(gone)
         report.removed = len(gone)
-        new = [(path, run_id, deleted, listing) for run_id, (deleted, listing, path) in on_disk.items()
-               if run_id not in known and rundir.is_run_dir(path)]
-        report.moved = self._follow_moves(known, on_disk)
-        changed = self._changed_runs(check, on_disk, workers)
-        report.added, report.updated = len(new), len(changed)
-        self._read_and_store(new + changed, report, progress, workers)
-        report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
-
-    def _follow_moves(self, known, on_disk):
-        """Runs moved between runs/ and trash/runs/, or to another listing position,
-        keep their rows; returns how many moved."""
         moved = [(deleted, path, run_id) for run_id, (deleted, _, path) in on_disk.items()
                  if run_id in known and known[run_id][0] != deleted]
         self.conn.executemany("UPDATE runs SET deleted = ?, dir = ? WHERE id = ?", moved)
+        report.moved = len(moved)
         self.conn.executemany(
             "UPDATE runs SET listing = ? WHERE id = ?",
             [(listing, run_id) for run_id, (_, listing, _) in on_disk.items()
              if run_id in known and known[run_id][1] != listing],
         )
-        return len(moved)
+        return [(path, run_id, deleted, listing) for run_id, (deleted, listing, path) in on_disk.items()
+                if run_id not in known and rundir.is_run_dir(path)]
 
-    def _changed_runs(self, check, on_disk, workers):
-        """Runs of the checked roots whose stat signature changed."""
+    def _changed_runs(self, check, workers):
+        """(dir, id, deleted, listing) of the checked roots' runs whose stat signature changed."""
         roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
-        candidates = [
-            (on_disk[run_id][2], watched, old)
-            for run_id, watched, old in self.conn.execute(
-                f"SELECT id, watched, signature FROM runs WHERE deleted IN ({roots})"
+        rows = {
+            row[0]: row
+            for row in self.conn.execute(
+                f"SELECT dir, id, deleted, listing, watched, signature FROM runs WHERE deleted IN ({roots})"
             )
-            if run_id in on_disk
-        ]
-        ids = {path: run_id for run_id, (_, _, path) in on_disk.items()}
-        return [
-            (path, ids[path], on_disk[ids[path]][0], on_disk[ids[path]][1])
-            for path in changed_signatures(candidates, workers or os.cpu_count() or 1)
-        ]
+        }
+        candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
+        return [rows[path][:4] for path in changed_signatures(candidates, workers or os.cpu_count() or 1)]
 
     def _list_roots(self):
         """{run id: (deleted, listing position, dir)} for both roots."""
