@@ -38,9 +38,9 @@ class ParsedFilter:
 
 def parse_filter(text):
     """Parses a filter expression; raises FilterSyntaxError."""
-    parser = _Parser(text, tokenize(text))
     try:
-        with tree.deep_recursion():
+        with tree.big_tree():
+            parser = _Parser(text, tokenize(text))
             root = parser.expression()
     except RecursionError:
         raise FilterSyntaxError(
@@ -188,7 +188,7 @@ WARNING_SHOWS = 300  # characters of the grouped expression a warning shows
 
 def _mixed_warning(node):
     try:
-        with tree.deep_recursion():
+        with tree.big_tree():
             grouped = node.describe()
     except RecursionError:
         grouped = "..."

@@ -5,6 +5,7 @@ with every grouping made explicit, which is how runq shows users what an
 unparenthesised mix of `and`/`or` really means.
 """
 
+import gc
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -138,15 +139,22 @@ def _describe_value(value):
 
 
 @contextmanager
-def deep_recursion(limit=20000):
-    """Room for expressions nested thousands deep: the parser, the compiler
-    and sqlglot's generator all recurse once per level."""
+def big_tree(limit=20000):
+    """For building and rendering long expressions. Room for expressions
+    nested thousands deep (the parser, the compiler and sqlglot's generator
+    all recurse once per level), and no cyclic garbage collection meanwhile:
+    a 1,000-term filter allocates tens of thousands of nodes, none of them
+    garbage, and each collection would scan them all again."""
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, limit))
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         sys.setrecursionlimit(old)
+        if collecting:
+            gc.enable()
 
 
 def names_in(node):
