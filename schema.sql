@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS runs (
 -- order), so selections read runs already sorted.
 CREATE INDEX IF NOT EXISTS runs_in_order ON runs (deleted, timestamp IS NULL, timestamp DESC, listing);
 
+-- What a refresh compares, readable without the wide rows: every command
+-- scans it.
+CREATE INDEX IF NOT EXISTS runs_signatures ON runs (deleted, dir, watched, signature);
+
 CREATE TABLE IF NOT EXISTS attrs (
     run_key INTEGER NOT NULL,       -- runs.key
     name TEXT NOT NULL,             -- the file name in .guild/attrs

@@ -146,14 +146,14 @@ class Index:
     def _changed_runs(self, check, workers):
         """(dir, id, deleted, listing) of the checked roots' runs whose stat signature changed."""
         roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
-        rows = {
-            row[0]: row
-            for row in self.conn.execute(
-                f"SELECT dir, id, deleted, listing, watched, signature FROM runs WHERE deleted IN ({roots})"
-            )
-        }
-        candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
-        return [rows[path][:4] for path in changed_signatures(candidates, workers or os.cpu_count() or 1)]
+        candidates = self.conn.execute(
+            f"SELECT dir, watched, signature FROM runs INDEXED BY runs_signatures WHERE deleted IN ({roots})"
+        ).fetchall()
+        changed = changed_signatures(candidates, workers or os.cpu_count() or 1)
+        return [
+            self.conn.execute(f"SELECT dir, id, deleted, listing FROM runs WHERE deleted IN ({roots}) AND dir = ?", (path,)).fetchone()
+            for path in changed
+        ]
 
     def _list_roots(self):
         """{run id: (deleted, listing position, dir)} for both roots."""
