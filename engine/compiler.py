@@ -286,17 +286,17 @@ class _Compiler:
 
     def label_filter(self, selection):
         # Guild tests str(label).strip(): Python's whitespace, not just spaces.
-        label = exp.Trim(
+        label = lambda: exp.Trim(  # noqa: E731 (new nodes for each use)
             this=exp.Coalesce(this=col("label"), expressions=[exp.Literal.string("")]),
             expression=self.param(WHITESPACE),
         )
-        unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
+        unlabeled = lambda: exp.EQ(this=label(), expression=exp.Literal.string(""))  # noqa: E731
         if selection.labels:
             return _any(
-                unlabeled if value == "-" else _contains_text(label, self.param(value))
+                unlabeled() if value == "-" else _contains_text(label(), self.param(value))
                 for value in selection.labels
             )
-        return unlabeled if selection.unlabeled else None
+        return unlabeled() if selection.unlabeled else None
 
     def tag_filter(self, selection):
         if not selection.tags:
@@ -681,8 +681,11 @@ def _name_cte_columns(query, name, columns):
 
 def _number_in_order(query, params):
     """Renames parameters :p1, :p2, ... in the order they appear in the SQL."""
-    new_names, renamed = {}, {}
-    for placeholder in _placeholders(query):
+    new_names, renamed, seen = {}, {}, set()
+    for placeholder in list(_placeholders(query)):
+        if id(placeholder) in seen:  # one node in two places: renamed already
+            continue
+        seen.add(id(placeholder))
         old_name = placeholder.name
         if old_name not in new_names:
             new_names[old_name] = f"p{len(new_names) + 1}"

@@ -1,6 +1,7 @@
 """The compiler: golden SQL for each filter option and expression form, and
 every table and column it emits exists in schema.sql."""
 
+import re
 import sqlite3
 import sys
 from datetime import datetime
@@ -182,6 +183,28 @@ def test_user_text_is_never_in_the_sql():
     )
     assert "DROP" not in compiled.sql()
     assert nasty in compiled.params.values()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"labels": ["abc", "="]},
+        {"filter_expr": 'flag:shift not in [0.0, "x"]', "labels": ["abc", "-"]},
+        {"filter_expr": "time > 1 and time < 5", "labels": ["-", "a", "b"], "unlabeled": False},
+        {"filter_expr": "started > 2020 or time > 3", "labels": ["x"], "runs": ["1:3"]},
+    ],
+)
+def test_each_parameter_stands_for_its_own_value(options):
+    """Every :pN is numbered once, even where a node serves twice, so each
+    TRIM of a label trims whitespace and each other value keeps its number."""
+    compiled = compile_selection(build_selection(**options), NOW)
+    sql = compiled.sql()
+    trims = re.findall(r"TRIM\(COALESCE\(r\.label, ''\), :(p\d+)\)", sql)
+    assert trims and all(compiled.params[name] == WHITESPACE for name in trims)
+    used = re.findall(r":(p\d+)", sql)
+    assert list(dict.fromkeys(used)) == [f"p{i}" for i in range(1, len(compiled.params) + 1)]
+    searched = re.findall(r"INSTR\(TRIM\(COALESCE\(r\.label, ''\), :p\d+\), :(p\d+)\)", sql)
+    assert sorted(compiled.params[name] for name in searched) == sorted(v for v in options["labels"] if v != "-")
 
 
 def test_run_arguments_come_after_the_filters():

@@ -64,7 +64,7 @@ OPTION_CASES = [
     ["-Fo", "m*:tr*"], ["-Fo", "gpkg.*/"], ["-Fo", "^mnist"], ["-Fo", "train$"], ["-Fo", "^(bad"],
     ["-Fo", "a/b/c"], ["-Fo", "train", "-Fo", "prepare-data"], ["-Fo", "Train"], ["-Fo", "*"],
     ["-Fl", "best"], ["-Fl", "Best"], ["-Fl", "-"], ["-Fl", "best", "-Fl", "-"], ["-Fl", ""], ["-Fl", "ünï"],
-    ["-Fu"], ["-Fl", "x", "-Fu"],
+    ["-Fu"], ["-Fl", "x", "-Fu"], ["-F", "lr > 0", "-Fl", "best", "-Fl", "-"], ["-F", "flag:shift not in [0.0, x]", "-Fl", "run", "-Fl", "=-"],
     ["-Ft", "best"], ["-Ft", "Best"], ["-Ft", "best", "-Ft", "v2"], ["-Ft", "日本"], ["-Ft", "needs review"],
     ["-Ft", "nope"],
     ["-Fc", "bob"], ["-Fc", "BOB"], ["-Fc", "-"], ["-Fc", "looks"], ["-Fc", "gpu"],
