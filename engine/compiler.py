@@ -286,17 +286,17 @@ class _Compiler:
 
     def label_filter(self, selection):
         # Guild tests str(label).strip(): Python's whitespace, not just spaces.
-        label = lambda: exp.Trim(  # noqa: E731 (new nodes for each use)
+        label = exp.Trim(  # one node, used by every test below
             this=exp.Coalesce(this=col("label"), expressions=[exp.Literal.string("")]),
             expression=self.param(WHITESPACE),
         )
-        unlabeled = lambda: exp.EQ(this=label(), expression=exp.Literal.string(""))  # noqa: E731
+        unlabeled = exp.EQ(this=label, expression=exp.Literal.string(""))
         if selection.labels:
             return _any(
-                unlabeled() if value == "-" else _contains_text(label(), self.param(value))
+                unlabeled if value == "-" else _contains_text(label, self.param(value))
                 for value in selection.labels
             )
-        return unlabeled() if selection.unlabeled else None
+        return unlabeled if selection.unlabeled else None
 
     def tag_filter(self, selection):
         if not selection.tags:
@@ -681,11 +681,8 @@ def _name_cte_columns(query, name, columns):
 
 def _number_in_order(query, params):
     """Renames parameters :p1, :p2, ... in the order they appear in the SQL."""
-    new_names, renamed, seen = {}, {}, set()
-    for placeholder in list(_placeholders(query)):
-        if id(placeholder) in seen:  # one node in two places: renamed already
-            continue
-        seen.add(id(placeholder))
+    new_names, renamed = {}, {}
+    for placeholder in _placeholders(query):
         old_name = placeholder.name
         if old_name not in new_names:
             new_names[old_name] = f"p{len(new_names) + 1}"
@@ -700,17 +697,16 @@ _NO_PLACEHOLDERS = {exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boole
 def _placeholders(node):
     """The Placeholder nodes under `node`, depth first in argument order (as
     sqlglot's find_all, which takes a third of the compile time on long
-    filters); a shared node only where it first appears."""
-    pending, shared = [node], set()
+    filters). A node that appears in several places (a value's, shared by
+    its uses) is walked, and its placeholders given, only where it first
+    appears, so each is renamed once."""
+    pending, seen = [node], set()
     while pending:
         node = pending.pop()
         kind = type(node)
-        if kind in _NO_PLACEHOLDERS:
+        if kind in _NO_PLACEHOLDERS or id(node) in seen:
             continue
-        if node._meta and node._meta.get(SHARED):
-            if id(node) in shared:
-                continue
-            shared.add(id(node))
+        seen.add(id(node))
         if kind is exp.Placeholder:
             yield node
             continue
