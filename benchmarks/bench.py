@@ -46,9 +46,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from guildenv import guild_script  # noqa: E402
 
-from engine.compiler import compile_selection  # noqa: E402
-from engine.samplehome import mutate_home  # noqa: E402
-from engine.selection import build_selection  # noqa: E402
+from runq.engine.compiler import compile_selection  # noqa: E402
+from runq.engine.samplehome import mutate_home  # noqa: E402
+from runq.engine.selection import build_selection  # noqa: E402
 
 GROUPS = ("parse", "list", "purge", "index")
 ABORTED = 4  # exit code of Guild and runq when a prompt is answered no
@@ -314,7 +314,7 @@ def _uptime():
 
 
 def generate_home(bench):
-    argv = [sys.executable, "-m", "engine.samplehome", str(bench.home), "--runs", str(bench.args.runs),
+    argv = [sys.executable, "-m", "runq.engine.samplehome", str(bench.home), "--runs", str(bench.args.runs),
             "--profile", "realistic", "--seed", str(bench.args.seed)]
     print(f"Generating {bench.args.runs:,} runs into {bench.home} ...", flush=True)
     began = time.perf_counter()

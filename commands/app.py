@@ -9,9 +9,9 @@ import typer
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from commands import demo, index, runs, sql
-from commands.session import Settings
-from engine.errors import RunqError
+from . import demo, index, runs, sql
+from .session import Settings
+from ..engine.errors import RunqError
 
 
 class RunqGroup(TyperGroup):

@@ -15,8 +15,8 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from engine.errors import HomeError
-from engine.home import resolve_home
+from ..engine.errors import HomeError
+from ..engine.home import resolve_home
 
 SAMPLE_DIR = Path("sample-guild-home")
 SAMPLE_FILTER = "loss > 0.5 or status = error"
@@ -47,7 +47,7 @@ def _home_for_demo(guild_home, sample, runs):
             sample = SAMPLE_DIR
     sample = sample.resolve()
     if not (sample / "runs").is_dir():
-        from engine.samplehome import HomeSpec, generate_home  # only the demo needs it
+        from ..engine.samplehome import HomeSpec, generate_home  # only the demo needs it
 
         typer.echo(f"Generating a sample Guild home with {runs} runs in {sample} ...")
         started = time.perf_counter()
@@ -71,7 +71,7 @@ SAMPLE_STEPS = [
 
 
 def _run_step(home, args):
-    from commands.app import app  # the root imports this module
+    from .app import app  # the root imports this module
 
     argv = ["-H", str(home), *args]
     typer.echo("$ runq " + " ".join(shlex.quote(a) for a in argv))

@@ -6,10 +6,10 @@ from datetime import datetime
 import typer
 from typing_extensions import Annotated
 
-from commands.render import size_text
-from commands.session import open_index
-from engine.home import resolve_home
-from engine.indexer import remove_index_files
+from .render import size_text
+from .session import open_index
+from ..engine.home import resolve_home
+from ..engine.indexer import remove_index_files
 
 
 def index(

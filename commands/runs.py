@@ -7,13 +7,13 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from commands import render
-from commands.selection_options import selection_command
-from commands.session import open_index, progress_printer
-from engine import actions
-from engine.compiler import compile_selection
-from engine.errors import SelectionError
-from engine.home import DELETED, LIVE
+from . import render
+from .selection_options import selection_command
+from .session import open_index, progress_printer
+from ..engine import actions
+from ..engine.compiler import compile_selection
+from ..engine.errors import SelectionError
+from ..engine.home import DELETED, LIVE
 
 ABORTED = 4
 RUNS_PER_PAGE = 20

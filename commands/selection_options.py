@@ -13,8 +13,8 @@ from typing import List, Optional, Tuple
 import typer
 from typing_extensions import Annotated
 
-from engine.errors import SelectionError
-from engine.selection import STATUSES, build_selection
+from ..engine.errors import SelectionError
+from ..engine.selection import STATUSES, build_selection
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")

@@ -9,9 +9,9 @@ from typing import Optional
 
 import typer
 
-from engine.home import DELETED, LIVE, resolve_home
-from engine.indexer import Index
-from engine.purge import finish_pending
+from ..engine.home import DELETED, LIVE, resolve_home
+from ..engine.indexer import Index
+from ..engine.purge import finish_pending
 
 
 @dataclass(frozen=True)

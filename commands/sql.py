@@ -5,8 +5,8 @@ import json
 import typer
 from typing_extensions import Annotated
 
-from commands.session import open_index
-from engine.executor import execute_readonly
+from .session import open_index
+from ..engine.executor import execute_readonly
 
 
 def sql(

@@ -7,10 +7,10 @@ that they no longer pass the filters, or vanished.
 
 from dataclasses import replace
 
-from engine import purge
-from engine.compiler import compile_selection
-from engine.executor import select_runs
-from engine.home import DELETED
+from . import purge
+from .compiler import compile_selection
+from .executor import select_runs
+from .home import DELETED
 
 
 def select(index, selection, now):

@@ -18,7 +18,7 @@ import re
 
 import yaml
 
-from engine.errors import RunqError
+from .errors import RunqError
 
 # Large attributes that runq keeps as raw text and decodes only when a
 # filter names them.

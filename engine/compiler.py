@@ -29,11 +29,11 @@ from typing import Dict, Optional, Set
 from sqlglot import exp
 from sqlglot.dialects.sqlite import SQLite
 
-from engine import tree
-from engine.attrs import LAZY_ATTRS
-from engine.errors import SelectionError
-from engine.opspec import split_opspec
-from engine.values import stored_number
+from . import tree
+from .attrs import LAZY_ATTRS
+from .errors import SelectionError
+from .opspec import split_opspec
+from .values import stored_number
 
 # Newest first by `started`, else `initialized`; runs with neither last;
 # ties in directory-listing order, as Guild's stable sort leaves them.
@@ -326,7 +326,7 @@ class _Compiler:
     def started_filter(self, selection):
         if selection.started is None:
             return None
-        from engine.timerange import epoch_bounds  # only --started needs it
+        from .timerange import epoch_bounds  # only --started needs it
 
         lo, hi = epoch_bounds(selection.started, self.now)
         ts = col("timestamp")

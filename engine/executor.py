@@ -15,8 +15,8 @@ import sqlite3
 from itertools import groupby
 from typing import NamedTuple, Optional
 
-from engine.compiler import RUN_COLUMNS
-from engine.errors import SelectionError
+from .compiler import RUN_COLUMNS
+from .errors import SelectionError
 
 LIST_OPS = {
     "=": operator.eq,

@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import HomeError
+from .errors import HomeError
 
 LIVE, DELETED = 0, 1
 

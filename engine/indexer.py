@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Tuple
 
-from engine import rundir
-from engine.errors import HomeError
-from engine.executor import register_functions
-from engine.home import DELETED, LIVE
+from . import rundir
+from .errors import HomeError
+from .executor import register_functions
+from .home import DELETED, LIVE
 
 CHILD_TABLES = {
     "attrs": "run_key, name, kind, num, str, folded, json",

@@ -9,8 +9,8 @@ when a whole identifier spells one.
 import re
 from typing import Any, NamedTuple
 
-from engine.attrs import decode_attr
-from engine.errors import FilterSyntaxError
+from .attrs import decode_attr
+from .errors import FilterSyntaxError
 
 KEYWORDS = frozenset(
     ["and", "or", "in", "not", "true", "false", "is", "undefined", "contains"]

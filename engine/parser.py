@@ -19,9 +19,9 @@ and reports each chain that mixes the two without parentheses.
 from dataclasses import dataclass, field
 from typing import List
 
-from engine import tree
-from engine.errors import FilterSyntaxError
-from engine.lexer import tokenize
+from . import tree
+from .errors import FilterSyntaxError
+from .lexer import tokenize
 
 COMPARISONS = {"EQ": "=", "NEQ": "!=", "LT": "<", "LTE": "<=", "GT": ">", "GTE": ">="}
 CONSTANTS = {"TRUE": True, "FALSE": False, "UNDEFINED": None}

@@ -7,7 +7,7 @@ which Guild does not read, and their index rows are deleted in the same
 step; only then are the directories unlinked. Whatever is left in the
 purge area by an interrupted run is unlinked by the next runq command
 (`finish_pending`); a batch whose purge is still running is left to it.
-With `background`, a detached `python -m engine.purge` does the unlinking
+With `background`, a detached `python -m runq.engine.purge` does the unlinking
 and the command returns as soon as the renames are committed.
 
 Only direct children of `runs/` or `trash/runs/` named like the selected
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
 
-from engine.errors import RunqError
-from engine.home import DELETED, LIVE
-from engine.rundir import pid_alive
+from .errors import RunqError
+from .home import DELETED, LIVE
+from .rundir import pid_alive
 
 
 @dataclass
@@ -195,7 +195,7 @@ def unlink_in_background(batch):
     process before it starts, so other runq commands leave it alone while it
     lives, and finish it if it dies."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "engine.purge"],
+        [sys.executable, "-m", "runq.engine.purge"],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -209,7 +209,7 @@ def unlink_in_background(batch):
 
 
 def _unlink_named_batch():
-    """`python -m engine.purge`: unlinks the batch whose path arrives on stdin."""
+    """`python -m runq.engine.purge`: unlinks the batch whose path arrives on stdin."""
     path = Path(os.fsdecode(sys.stdin.buffer.read()))
     if path.name and path.is_dir():
         unlink_batch(path)

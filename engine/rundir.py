@@ -11,9 +11,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from engine.attrs import LAZY_ATTRS, decode_attr
-from engine.opspec import split_opspec
-from engine.values import stored_value
+from .attrs import LAZY_ATTRS, decode_attr
+from .opspec import split_opspec
+from .values import stored_value
 
 MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
 # Attributes Guild rewrites in place on a finished run (label, tag, mark,
@@ -321,7 +321,7 @@ def _batch_proto(guild_dir, seen):
 
 def read_scalars(run_dir, problems):
     """Scalar summary rows per (prefix, tag), and the event files read."""
-    from engine import tfevents  # only runs being read need it
+    from . import tfevents  # only runs being read need it
 
     summaries, event_paths = {}, []
     for prefix, dir_path in event_dirs(run_dir):

@@ -17,7 +17,7 @@ feature depends on. Everything is a function of the spec and `now`.
 `mutate_home` then changes a fraction of the runs the way users and Guild
 do, so that incremental indexing can be tested and measured.
 
-    python -m engine.samplehome PATH --runs N [--seed S] [--profile P]
+    python -m runq.engine.samplehome PATH --runs N [--seed S] [--profile P]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
 
-from engine.tfevents import append_events, event_file_name, write_event_file
+from .tfevents import append_events, event_file_name, write_event_file
 
 # ---------------------------------------------------------------------------
 # Attribute text in Guild's form
@@ -1926,7 +1926,7 @@ def main(argv=None):
 
 def _parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="python -m engine.samplehome",
+        prog="python -m runq.engine.samplehome",
         description="Write a realistic Guild home (runs/ and trash/runs/) under PATH.")
     parser.add_argument("path", type=Path, metavar="PATH")
     parser.add_argument("--runs", type=int, required=True, help="number of runs")

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from engine.errors import RangeError, SelectionError
-from engine.parser import ParsedFilter, parse_filter
+from .errors import RangeError, SelectionError
+from .parser import ParsedFilter, parse_filter
 
 STATUSES = {
     "r": "running",
@@ -112,7 +112,7 @@ def build_selection(
 
 def _time_range(spec, now):
     """The parsed --started RANGE, checked against `now` when given."""
-    from engine.timerange import parse_range  # only --started needs it
+    from .timerange import parse_range  # only --started needs it
 
     try:
         time_range = parse_range(spec)

@@ -6,8 +6,8 @@ from datetime import datetime
 from oracle import GuildOracle
 from typer.testing import CliRunner
 
-from commands.app import app
-from engine.samplehome import HomeSpec, generate_home
+from runq.commands.app import app
+from runq.engine.samplehome import HomeSpec, generate_home
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 RUNQ_COMMANDS = {

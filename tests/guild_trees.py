@@ -8,9 +8,9 @@ from pathlib import Path
 
 from guildenv import guild_python
 
-from engine import tree
-from engine.errors import FilterSyntaxError
-from engine.parser import parse_filter
+from runq.engine import tree
+from runq.engine.errors import FilterSyntaxError
+from runq.engine.parser import parse_filter
 
 SCRIPT = Path(__file__).parent / "oracle" / "guild_parse.py"
 

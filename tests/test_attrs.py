@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from guildenv import guild_python  # noqa: E402
 
-from engine.attrs import (  # noqa: E402
+from runq.engine.attrs import (  # noqa: E402
     GUILD_LOADER,
     LAZY_ATTRS,
     UNSURE,
@@ -34,7 +34,7 @@ from engine.attrs import (  # noqa: E402
     fast_decode,
     load_yaml,
 )
-from engine.errors import RunqError  # noqa: E402
+from runq.engine.errors import RunqError  # noqa: E402
 
 EXAMPLES = int(os.environ.get("RUNQ_HYPOTHESIS_EXAMPLES", "300"))
 PROPERTY = settings(

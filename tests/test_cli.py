@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from guildenv import guild_script  # noqa: E402
 
-from commands.app import app  # noqa: E402
-from engine.executor import register_functions  # noqa: E402
-from engine.samplehome import HomeSpec, encode_attr, generate_home  # noqa: E402
+from runq.commands.app import app  # noqa: E402
+from runq.engine.executor import register_functions  # noqa: E402
+from runq.engine.samplehome import HomeSpec, encode_attr, generate_home  # noqa: E402
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"

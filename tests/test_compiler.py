@@ -10,10 +10,10 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from engine.compiler import WHITESPACE, compile_selection
-from engine.indexer import schema_text
-from engine.opspec import split_opspec
-from engine.selection import build_selection
+from runq.engine.compiler import WHITESPACE, compile_selection
+from runq.engine.indexer import schema_text
+from runq.engine.opspec import split_opspec
+from runq.engine.selection import build_selection
 
 NOW = datetime(2026, 1, 1, 12, 0, 0)
 

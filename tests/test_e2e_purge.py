@@ -24,8 +24,8 @@ from differential import NOW, guild_select_many
 from oracle import run_guild
 from typer.testing import CliRunner
 
-from commands.app import app
-from engine.samplehome import HomeSpec, generate_home
+from runq.commands.app import app
+from runq.engine.samplehome import HomeSpec, generate_home
 
 RUNQ = Path(sys.executable).parent / "runq"
 ROOTS = ("runs", "trash/runs")

@@ -10,10 +10,10 @@ from datetime import datetime
 
 import pytest
 
-from engine import rundir
-from engine.home import GuildHome
-from engine.indexer import Index
-from engine.samplehome import HomeSpec, generate_home, mutate_home
+from runq.engine import rundir
+from runq.engine.home import GuildHome
+from runq.engine.indexer import Index
+from runq.engine.samplehome import HomeSpec, generate_home, mutate_home
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.samplehome import HomeSpec, generate_home
+from runq.engine.samplehome import HomeSpec, generate_home
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,14 +27,20 @@ def wheel(tmp_path_factory):
 
 def test_wheel_carries_engine_commands_and_schema(wheel):
     names = set(wheel.namelist())
-    assert {"engine/__init__.py", "engine/compiler.py", "engine/schema.sql", "commands/app.py"} <= names
-    assert wheel.read("engine/schema.sql") == (REPO / "schema.sql").read_bytes()
+    assert {"runq/__init__.py", "runq/__main__.py", "runq/engine/compiler.py", "runq/schema.sql", "runq/commands/app.py"} <= names
+    assert wheel.read("runq/schema.sql") == (REPO / "schema.sql").read_bytes()
+
+
+def test_wheel_installs_one_import_package(wheel):
+    top_level = {name.split("/")[0] for name in wheel.namelist()}
+    assert {name for name in top_level if not name.endswith(".dist-info")} == {"runq"}
+    assert not [name for name in wheel.namelist() if name.startswith("runq/tests/") or "/benchmarks/" in name]
 
 
 def test_wheel_entry_point_and_runtime_dependencies(wheel):
     meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     entry = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
-    assert "runq = commands.app:main" in wheel.read(entry).decode()
+    assert "runq = runq.commands.app:main" in wheel.read(entry).decode()
     requires = [line for line in wheel.read(meta).decode().splitlines() if line.startswith("Requires-Dist:")]
     runtime = [line for line in requires if "extra ==" not in line]
     assert not any("guild" in line.lower() for line in requires)

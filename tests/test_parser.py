@@ -7,9 +7,9 @@ from guild_trees import guild_trees, runq_tree, same_outcome
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import FilterSyntaxError
-from engine.lexer import tokenize
-from engine.parser import parse_filter
+from runq.engine.errors import FilterSyntaxError
+from runq.engine.lexer import tokenize
+from runq.engine.parser import parse_filter
 
 EXPRESSIONS = [
     # comparisons and literals

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from commands import runs as runs_command
-from commands.app import app
-from engine import actions, purge, rundir
-from engine.samplehome import HomeSpec, encode_attr, generate_home
+from runq.commands import runs as runs_command
+from runq.commands.app import app
+from runq.engine import actions, purge, rundir
+from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"

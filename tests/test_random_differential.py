@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from strategies import Vocabulary, selection_cases
 
-from engine.samplehome import HomeSpec, generate_home
+from runq.engine.samplehome import HomeSpec, generate_home
 
 BATCH = 50
 EXAMPLES = int(os.environ.get("RUNQ_HYPOTHESIS_EXAMPLES", "8"))

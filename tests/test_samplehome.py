@@ -24,8 +24,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from guildenv import guild_python, guild_script  # noqa: E402
 
-from engine import samplehome  # noqa: E402
-from engine.samplehome import HomeSpec, encode_attr, generate_home, mutate_home  # noqa: E402
+from runq.engine import samplehome  # noqa: E402
+from runq.engine.samplehome import HomeSpec, encode_attr, generate_home, mutate_home  # noqa: E402
 
 # A Wednesday afternoon: today, yesterday and this week are all non-empty.
 NOW = datetime.datetime(2026, 3, 18, 14, 30, 15, 123456)
@@ -449,7 +449,7 @@ def test_mutate_home_is_deterministic_for_a_seed(tmp_path):
 
 def test_command_line_writes_a_home(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "engine.samplehome", str(tmp_path / "home"), "--runs", "12",
+        [sys.executable, "-m", "runq.engine.samplehome", str(tmp_path / "home"), "--runs", "12",
          "--seed", "1", "--profile", "fidelity", "--now", NOW.isoformat()],
         capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 0, proc.stderr

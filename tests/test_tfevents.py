@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from guildenv import guild_python  # noqa: E402
 
-from engine import tfevents  # noqa: E402
-from engine.tfevents import (  # noqa: E402
+from runq.engine import tfevents  # noqa: E402
+from runq.engine.tfevents import (  # noqa: E402
     ScalarRead,
     append_events,
     crc32c,

@@ -26,8 +26,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from guildenv import guild_python  # noqa: E402
 
-from engine.errors import RangeError  # noqa: E402
-from engine.timerange import TimeRange, epoch_bounds, parse_range, tokenize  # noqa: E402
+from runq.engine.errors import RangeError  # noqa: E402
+from runq.engine.timerange import TimeRange, epoch_bounds, parse_range, tokenize  # noqa: E402
 
 REF = datetime(2019, 5, 1, 14, 35, 23)
 
