@@ -7,9 +7,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
-from ..engine.home import DELETED, LIVE, resolve_home
+from ..engine.home import DELETED, LIVE, locate_index, resolve_home
 from ..engine.indexer import Index
 from ..engine.purge import finish_pending
 
@@ -24,14 +25,26 @@ class Settings:
 
 
 def open_index(settings, check=(LIVE, DELETED)):
-    """The home's index, refreshed for the roots in `check` (unless --no-refresh)."""
+    """The home's index, refreshed for the roots in `check` (unless --no-refresh,
+    and always when it is new or was built for another place of the home)."""
     home = resolve_home(settings.guild_home)
-    index = Index(home, settings.index_path)
+    location = locate_index(home, settings.index_path)
+    index = Index(home, location.path, owned=location.owned)
+    _close_with_command(index)
+    for notice in index.notices:
+        typer.echo(f"runq: {notice}", err=True)
     finish_pending(home)
-    if settings.refresh or index.meta("last_refresh") is None:  # a new index is always built
+    if settings.refresh or index.meta("last_refresh") is None or index.home_changed:
         report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
         report_problems(report, settings.verbose)
     return index
+
+
+def _close_with_command(index):
+    """Closes the index (and lets go of its lock) when the command ends, also in-process."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(index.close)
 
 
 def report_problems(report, verbose):
