@@ -49,7 +49,7 @@ def show_state(index, location):
 
 
 def show_and_drop(home, location):
-    files = kept_files(location.path)
+    files = kept_files(location.path, location.owned)
     if not files:
         typer.echo(f"runq keeps nothing for {home.describe()} at {location.path}")
         return

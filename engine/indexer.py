@@ -415,6 +415,7 @@ def _read_chunk(items):
 def _open(path, owned, notices):
     """(lock, connection) of a usable index at `path`, created or rebuilt as needed."""
     _prepare_dir(path, owned)
+    file_problem(path, owned)  # a file runq must not touch is refused before anything is created
     lock = IndexLock(path)
     try:
         lock.take(fcntl.LOCK_SH)
@@ -490,18 +491,20 @@ class IndexLock:
 def rebuild_index(path, owned):
     """Replaces the index with an empty one, which the next refresh fills."""
     _prepare_dir(path, owned)
+    file_problem(path, owned)
     lock = IndexLock(path)
     try:
         lock.take(fcntl.LOCK_EX)
-        index_state(path, owned)  # refuses a file that is not an index
         build_index_file(path)
     finally:
         lock.close()
 
 
-def kept_files(path):
+def kept_files(path, owned):
     """What runq keeps for the index at `path`: the database, its WAL files,
-    its lock file and any replacement left half-built."""
+    its lock file and any replacement left half-built (refusing a file that
+    is not an index)."""
+    file_problem(path, owned)
     names = [f"{path.name}{suffix}" for suffix in ("", "-wal", "-shm", ".lock")]
     found = [path.parent / name for name in names if os.path.lexists(path.parent / name)]
     leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.new*")) if path.parent.is_dir() else []
@@ -510,12 +513,11 @@ def kept_files(path):
 
 def drop_index(path, owned):
     """Removes kept_files(path), and runq's own directory for them when that leaves it empty."""
-    if os.path.lexists(path):
-        index_state(path, owned)  # refuses a file that is not an index
+    file_problem(path, owned)
     lock = IndexLock(path)
     try:
         lock.take(fcntl.LOCK_EX)
-        for each in kept_files(path):
+        for each in kept_files(path, owned):
             _remove(each)
     except OSError as e:
         raise HomeError(f"cannot remove {e.filename}: {e.strerror}") from None
@@ -541,10 +543,18 @@ def index_state(path, owned):
     HomeError for a file runq must not touch or cannot use."""
     if not os.path.lexists(path):
         return "missing"
+    return file_problem(path, owned) or _schema_state(path)
+
+
+def file_problem(path, owned):
+    """What is wrong with the file at `path` as an index (None when nothing
+    is, or there is no file); raises HomeError when runq cannot use it or
+    must leave it alone."""
+    if not os.path.lexists(path):
+        return None
     if os.path.isdir(path):
         raise HomeError(f"cannot use the index {path}: it is a directory")
-    header = _header(path)
-    broken = _header_problem(path, header)
+    broken = _header_problem(path, _header(path))
     if broken and not owned:
         raise HomeError(
             f"{path} is not a runq index ({broken}); runq leaves it as it is",
@@ -552,7 +562,7 @@ def index_state(path, owned):
         )
     if not os.access(path, os.R_OK | os.W_OK):
         raise HomeError(f"cannot use the index {path}: it is read-only", hint="runq updates its index on every command")
-    return broken or _schema_state(path)
+    return broken
 
 
 def _header(path):
