@@ -1,6 +1,7 @@
 """Opening a Guild home's index for a command: settings from the root
 options, a refresh before any selection, and its one-line report."""
 
+import sqlite3
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Optional
 import click
 import typer
 
+from ..engine.errors import HomeError
 from ..engine.home import DELETED, LIVE, locate_index, resolve_home
 from ..engine.indexer import Index
 from ..engine.purge import finish_pending
@@ -35,7 +37,10 @@ def open_index(settings, check=(LIVE, DELETED)):
         typer.echo(f"runq: {notice}", err=True)
     finish_pending(home)
     if settings.refresh or index.meta("last_refresh") is None or index.home_changed:
-        report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
+        try:
+            report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
+        except sqlite3.OperationalError as e:  # a full disk, an index made read-only meanwhile
+            raise HomeError(f"cannot update the index {index.path}: {e}") from None
         report_problems(report, settings.verbose)
     return index
 

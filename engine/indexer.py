@@ -119,7 +119,8 @@ class Index:
                           home=self.home_identity)
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite ends it itself when the disk is full
+                self.conn.execute("ROLLBACK")
             raise
         return report
 

@@ -2,6 +2,7 @@
 `guild check` over a table of situations), refusing directories that are
 not Guild homes, and where the index goes for homes runq cannot write in."""
 
+import gc
 import os
 import re
 import subprocess
@@ -9,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 from guildenv import guild_script  # noqa: E402
 
-from runq.engine.home import GuildHome, find_home, locate_index, network_fs_type, user_cache_index  # noqa: E402
+from runq.commands.app import app  # noqa: E402
+from runq.engine.home import GuildHome, locate_index, network_fs_type, user_cache_index  # noqa: E402
 
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
 
@@ -91,21 +94,26 @@ def guild_home_of_guild(env, cwd):
     return re.search(r"^guild_home:\s+(.*)$", done.stdout, re.M).group(1)
 
 
-def guild_home_of_runq(env, cwd):
-    """The home `runq index` uses, or the one it says does not exist."""
-    done = subprocess.run([str(RUNQ_SCRIPT), "index"], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
-    if done.returncode == 0:
-        return re.search(r"^Guild home:\s+(.*) \(", done.stdout, re.M).group(1)
-    return re.fullmatch(r"runq: Guild home (.*) does not exist .*\n", done.stderr).group(1)
+GUILD_VARIABLES = ("GUILD_HOME", "GUILD_HOME_SCHEME", "GUILD_CONFIG", "VIRTUAL_ENV", "CONDA_PREFIX",
+                   "XDG_CACHE_HOME", "RUNQ_INDEX")
+
+
+def guild_home_of_runq(env, cwd, monkeypatch):
+    """The home `runq index` uses (in-process, in `cwd`, with only `env`'s
+    Guild variables), or the one it says does not exist."""
+    monkeypatch.chdir(cwd)
+    result = CliRunner().invoke(app, ["index"], env={**dict.fromkeys(GUILD_VARIABLES), **env})
+    gc.collect()
+    if result.exit_code == 0:
+        return re.search(r"^Guild home:\s+(.*) \(", result.stdout, re.M).group(1)
+    return re.fullmatch(r"runq: Guild home (.*) does not exist .*\n", result.stderr).group(1)
 
 
 @pytest.mark.parametrize("name", list(SITUATIONS))
-def test_home_is_the_one_guild_finds(tmp_path, name):
+def test_home_is_the_one_guild_finds(tmp_path, monkeypatch, name):
     env, cwd = build_situation(tmp_path / "base", SITUATIONS[name])
     expected = guild_home_of_guild(env, cwd)
-    assert guild_home_of_runq(env, cwd) == expected
-    assert str(find_home(None, env, str(cwd)).path) == expected
+    assert guild_home_of_runq(env, cwd, monkeypatch) == expected
 
 
 def test_guild_home_option_beats_every_other_rule(tmp_path):

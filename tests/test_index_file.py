@@ -4,6 +4,7 @@ by renaming a new one into place, created by several processes at once
 without errors, rebuilt when corrupt, kept in the user's cache for homes
 runq cannot write in, and removed with `runq index --drop`."""
 
+import fcntl
 import gc
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -208,7 +210,7 @@ def test_a_rebuild_renames_a_new_file_into_place_under_a_reader(tmp_path):
 
 
 def test_processes_creating_the_same_index_at_once_never_fail(tmp_path):
-    manifest = make_home(tmp_path, runs=10)
+    manifest = make_home(tmp_path, runs=3)
     db = default_index(tmp_path)
     for _ in range(CREATE_ROUNDS):
         shutil.rmtree(db.parent, ignore_errors=True)
@@ -221,6 +223,39 @@ def test_processes_creating_the_same_index_at_once_never_fail(tmp_path):
         for out, err, code in outputs:
             assert (code, err) == (0, "")
             assert len(out.splitlines()) == len(manifest.live)
+
+
+def _opened(pid, path, tries=1000):
+    """Whether process `pid` comes to have `path` open (polled, bounded)."""
+    for _ in range(tries):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in fds):
+                return True
+        except OSError:  # an fd closed meanwhile, or the process ended
+            pass
+        time.sleep(0.01)
+    return False
+
+
+def test_an_index_is_created_under_runqs_own_lock(tmp_path):
+    make_home(tmp_path, runs=3)
+    db = default_index(tmp_path)
+    db.parent.mkdir(parents=True)
+    with open(f"{db}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.Popen([str(RUNQ_SCRIPT), "-H", str(tmp_path), "index"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert _opened(proc.pid, f"{db}.lock")
+            for _ in range(20):  # however long it waits, it creates nothing while the lock is held
+                time.sleep(0.02)
+                assert not db.exists() and proc.poll() is None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+        out, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (0, "")
+    assert db.exists()
 
 
 # A corrupt index is a cache: rebuilt, with one line
@@ -339,13 +374,14 @@ def test_a_read_only_home_keeps_its_index_in_the_user_cache(tmp_path):
     assert not (home / "cache").exists()
 
 
-def test_a_full_disk_is_one_line(tmp_path):
+@pytest.mark.parametrize("size", ["64k", "128k"])  # full while creating the index, and while filling it
+def test_a_full_disk_is_one_line(tmp_path, size):
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare(1) to mount a small file system")
     make_home(tmp_path / "home", runs=40)
     small = tmp_path / "small"
     small.mkdir()
-    script = f'mount -t tmpfs -o size=64k tmpfs "{small}" && exec "$0" "$@"'
+    script = f'mount -t tmpfs -o size={size} tmpfs "{small}" && exec "$0" "$@"'
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(RUNQ_SCRIPT),
                            "-H", str(tmp_path / "home"), "--index", str(small / "index.db"), "index"],
                           capture_output=True, text=True, timeout=120)
