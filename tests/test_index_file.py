@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_cli import NOW, assert_one_line_error
 from typer.testing import CliRunner
 
 from runq.commands.app import app
 from runq.engine.indexer import APPLICATION_ID, schema_version
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
-
-from test_cli import NOW, assert_one_line_error
 
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
 CREATE_ROUNDS = int(os.environ.get("RUNQ_TEST_CREATE_ROUNDS", "10"))
