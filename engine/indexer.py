@@ -35,6 +35,7 @@ PARALLEL_STAT_MIN = 4000
 CHUNK_RUNS = 50
 APPLICATION_ID = 0x72756E71  # "runq": PRAGMA application_id of every index runq creates
 SQLITE_MAGIC = b"SQLite format 3\0"
+UNMARKED = "an SQLite database without runq's application id"
 LOCK_WAIT_SECONDS = 120
 
 
@@ -556,6 +557,8 @@ def file_problem(path, owned):
     if os.path.isdir(path):
         raise HomeError(f"cannot use the index {path}: it is a directory")
     broken = _header_problem(path, _header(path))
+    if broken == UNMARKED and owned:  # at runq's own path: an index of an older runq
+        return "outdated"
     if broken and not owned:
         raise HomeError(
             f"{path} is not a runq index ({broken}); runq leaves it as it is",
@@ -580,7 +583,10 @@ def _header_problem(path, header):
         return "empty"
     if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
         return "not an SQLite database"
-    if int.from_bytes(header[68:72], "big") != APPLICATION_ID:
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id == 0:
+        return UNMARKED
+    if application_id != APPLICATION_ID:
         return "an SQLite database of another application"
     page_size = int.from_bytes(header[16:18], "big")
     pages = int.from_bytes(header[28:32], "big")

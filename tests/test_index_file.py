@@ -155,12 +155,16 @@ def test_runq_index_environment_variable_places_the_index(tmp_path):
     assert given.exists()
 
 
-def test_an_index_of_an_older_schema_is_replaced_silently(tmp_path):
+@pytest.mark.parametrize("older", [
+    "UPDATE meta SET value = 'older' WHERE key = 'schema_version'",
+    "PRAGMA application_id = 0",  # as runq's indexes were before they had one
+])
+def test_an_index_of_an_older_schema_is_replaced_silently(tmp_path, older):
     manifest = make_home(tmp_path)
     assert runq("-H", str(tmp_path), "index").exit_code == 0
     db = default_index(tmp_path)
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE meta SET value = 'older' WHERE key = 'schema_version'")
+        conn.execute(older)
     conn.close()
     inode = os.stat(db).st_ino
     result = runq("-H", str(tmp_path), "runs", "list", "--json")
