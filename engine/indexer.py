@@ -69,6 +69,7 @@ class Index:
         self.notices = []  # what the user should hear about (a corrupt index rebuilt)
         self.lock, self.conn = _open(self.path, path is None if owned is None else owned, self.notices)
         self.home_identity = home.identity()
+        self.dir_prefix = f"{home.path}/"  # what makes the stored relative run dirs whole
 
     def close(self):
         self.conn.close()
@@ -80,7 +81,7 @@ class Index:
         return self.meta("home") != self.home_identity
 
     def absolute_dir(self, relative):
-        return f"{self.home.path}/{relative}"
+        return f"{self.dir_prefix}{relative}"
 
     # State
 
@@ -170,7 +171,7 @@ class Index:
     def _changed_runs(self, check, workers):
         """(dir, id, deleted, listing) of the checked roots' runs whose stat signature changed."""
         roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
-        prefix = f"{self.home.path}/"
+        prefix = self.dir_prefix
         candidates = self.conn.execute(
             f"SELECT ? || dir, watched, signature FROM runs INDEXED BY runs_signatures WHERE deleted IN ({roots})",
             (prefix,),
@@ -224,7 +225,7 @@ class Index:
         rows = {}
         for chunk in _chunks(list(run_ids), 10000):
             query = f"SELECT ? || dir, id, deleted, listing, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
-            rows.update((row[0], row) for row in self.conn.execute(query, [f"{self.home.path}/", *chunk]))
+            rows.update((row[0], row) for row in self.conn.execute(query, [self.dir_prefix, *chunk]))
         candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
         changed = [rows[path][:4] for path in changed_signatures(candidates, os.cpu_count() or 1)]
         if changed:
@@ -243,7 +244,7 @@ class Index:
             rows = self.conn.execute(
                 "SELECT a.run_key, ? || r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
                 " WHERE a.name = ? AND a.kind = 'raw'",
-                (f"{self.home.path}/", name),
+                (self.dir_prefix, name),
             ).fetchall()
             if not rows:
                 continue
