@@ -120,16 +120,25 @@ def _activated_env_home(environ):
 def _dot_guild_above(cwd, environ):
     """`.guild` in the current directory or a parent, up to the user's home; else ~/.guild."""
     user_home = _user_home(environ)
-    stop = os.path.realpath(user_home)
+    stop = _guild_realpath(user_home)
     current = os.path.abspath(cwd)
     while True:
         candidate = os.path.join(current, ".guild")
         if os.path.isdir(candidate):
             return GuildHome(Path(candidate), "found")
         parent = os.path.dirname(current)
-        if os.path.realpath(current) == stop or parent == current:
+        if _guild_realpath(current) == stop or parent == current:
             return GuildHome(Path(os.path.abspath(os.path.join(user_home, ".guild"))), "user")
         current = parent
+
+
+def _guild_realpath(path):
+    """Guild's util.realpath: a path that is a link resolves one step only."""
+    try:
+        link = os.readlink(path)
+    except OSError:
+        return os.path.realpath(path)
+    return os.path.abspath(os.path.join(os.path.dirname(path), link))
 
 
 def _home_scheme(environ, cwd):

@@ -31,6 +31,10 @@ SITUATIONS = {
     "a .guild file is passed over": dict(dirs=["U/proj/.guild"], files=["U/proj/sub/.guild"], cwd="U/proj/sub"),
     "the search stops at the user's home": dict(dirs=[".guild"], cwd="U/proj/sub"),
     "the user's home's own .guild": dict(dirs=["U/.guild"], cwd="U/proj/sub"),
+    "a user's home that links to a link: resolved one step, as Guild does": dict(
+        dirs=[".guild"], links={"link2": "U", "link1": "link2"}, env={"HOME": "{base}/link1"}, cwd="U/proj/sub"),
+    "a user's home that links to it: the search stops there": dict(
+        dirs=[".guild"], links={"link1": "U"}, env={"HOME": "{base}/link1"}, cwd="U/proj/sub"),
     "outside the user's home, up to /": dict(dirs=["out/.guild"], cwd="out/a/b"),
     "virtualenv with .guild": dict(dirs=["venv/.guild", "U/proj/.guild"], env={"VIRTUAL_ENV": "{base}/venv"},
                                    cwd="U/proj/sub"),
