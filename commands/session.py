@@ -13,7 +13,7 @@ import typer
 
 from ..engine.errors import HomeError
 from ..engine.home import DELETED, LIVE, locate_index, resolve_home
-from ..engine.indexer import Index
+from ..engine.indexer import Index, rebuild_index
 from ..engine.purge import finish_pending
 
 
@@ -31,17 +31,29 @@ def open_index(settings, check=(LIVE, DELETED)):
     and always when it is new or was built for another place of the home)."""
     home = resolve_home(settings.guild_home)
     location = locate_index(home, settings.index_path)
+    try:
+        return _open_refreshed(home, location, settings, check)
+    except sqlite3.OperationalError as e:  # a full disk, an index made read-only meanwhile
+        raise HomeError(f"cannot update the index {location.path}: {e}") from None
+    except sqlite3.DatabaseError as e:  # pages broken past what opening checks: it is only a cache
+        rebuild_index(location.path, location.owned)
+        typer.echo(f"runq: the index {location.path} was corrupt ({e}); rebuilt it", err=True)
+        return _open_refreshed(home, location, settings, check)
+
+
+def _open_refreshed(home, location, settings, check):
     index = Index(home, location.path, owned=location.owned)
     _close_with_command(index)
-    for notice in index.notices:
-        typer.echo(f"runq: {notice}", err=True)
-    finish_pending(home)
-    if settings.refresh or index.meta("last_refresh") is None or index.home_changed:
-        try:
+    try:
+        for notice in index.notices:
+            typer.echo(f"runq: {notice}", err=True)
+        finish_pending(home)
+        if settings.refresh or index.meta("last_refresh") is None or index.home_changed:
             report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
-        except sqlite3.OperationalError as e:  # a full disk, an index made read-only meanwhile
-            raise HomeError(f"cannot update the index {index.path}: {e}") from None
-        report_problems(report, settings.verbose)
+            report_problems(report, settings.verbose)
+    except BaseException:
+        index.close()
+        raise
     return index
 
 

@@ -280,13 +280,22 @@ def _truncated(db):
         f.truncate(os.path.getsize(db) // 2)
 
 
+def _pages_overwritten(db):
+    """Everything after the first page (the schema) garbage: found only when read."""
+    _checkpointed(db)
+    size = os.path.getsize(db)
+    with open(db, "r+b") as f:
+        f.seek(4096)
+        f.write(os.urandom(size - 4096))
+
+
 def _runs_table_dropped(db):
     with sqlite3.connect(db) as conn:
         conn.execute("DROP TABLE runs")
     conn.close()
 
 
-@pytest.mark.parametrize("damage", [_garbage, _truncated, _runs_table_dropped])
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _runs_table_dropped, _pages_overwritten])
 def test_a_corrupt_index_is_rebuilt_with_one_line(tmp_path, damage):
     manifest = make_home(tmp_path, runs=40)
     assert runq("-H", str(tmp_path), "index").exit_code == 0
