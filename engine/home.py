@@ -18,11 +18,11 @@ LIVE, DELETED = 0, 1
 HOME_SOURCES = {
     "option": "given with -H",
     "GUILD_HOME": "from $GUILD_HOME",
-    "CONDA_PREFIX": "the activated conda environment's",
-    "VIRTUAL_ENV": "the activated virtual environment's",
+    "CONDA_PREFIX": "in the activated conda environment",
+    "VIRTUAL_ENV": "in the activated virtual environment",
     "found": "the nearest .guild above the current directory",
     "user": "the user's default",
-    "pre-0.9": "the pre-0.9 scheme's",
+    "pre-0.9": "Guild's pre-0.9 scheme",
 }
 # What Guild creates in a home: a directory with none of these is not one.
 HOME_ENTRIES = ("runs", "trash", "cache")

@@ -136,7 +136,8 @@ def test_guild_home_option_beats_every_other_rule(tmp_path):
     [
         ("option", "given with -H"),
         ("GUILD_HOME", "from $GUILD_HOME"),
-        ("VIRTUAL_ENV", "the activated virtual environment's"),
+        ("VIRTUAL_ENV", "in the activated virtual environment"),
+        ("pre-0.9", "Guild's pre-0.9 scheme"),
         ("found", "the nearest .guild above the current directory"),
         ("user", "the user's default"),
     ],
