@@ -75,24 +75,37 @@ class GuildHome:
 
 def resolve_home(option=None, environ=None, cwd=None):
     """The Guild home: -H/--guild-home, else where Guild 0.9.0 would look; checked."""
-    home = find_home(option, os.environ if environ is None else environ, cwd or os.getcwd())
+    home = find_home(option, os.environ if environ is None else environ, cwd)
     check_home(home)
     return home
 
 
-def find_home(option, environ, cwd):
+def find_home(option, environ, cwd=None):
     """Guild 0.9.0's rules (config.guild_home), -H standing for its own -H."""
     if option:
-        return GuildHome(Path(os.path.abspath(os.path.expanduser(str(option)))), "option")
+        return GuildHome(Path(_absolute(os.path.expanduser(str(option)), cwd)), "option")
+    cwd = cwd or _current_dir()
     if environ.get("GUILD_HOME"):
-        return GuildHome(Path(os.path.abspath(os.path.join(cwd, environ["GUILD_HOME"]))), "GUILD_HOME")
+        return GuildHome(Path(_absolute(environ["GUILD_HOME"], cwd)), "GUILD_HOME")
     if _home_scheme(environ, cwd) == "pre-0.9":
         return _pre_0_9_home(environ)
     return _activated_env_home(environ) or _dot_guild_above(cwd, environ)
 
 
+def _absolute(path, cwd):
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd or _current_dir(), path))
+
+
+def _current_dir():
+    try:
+        return os.getcwd()
+    except OSError:
+        raise HomeError("the current directory no longer exists", hint="cd to a directory that does") from None
+
+
 def _user_home(environ):
-    return environ.get("HOME") or os.path.expanduser("~")
+    """As os.path.expanduser('~') reads it."""
+    return (environ.get("HOME") or os.path.expanduser("~")).rstrip("/") or "/"
 
 
 def _activated_env(environ):
@@ -128,7 +141,7 @@ def _dot_guild_above(cwd, environ):
             return GuildHome(Path(candidate), "found")
         parent = os.path.dirname(current)
         if _guild_realpath(current) == stop or parent == current:
-            return GuildHome(Path(os.path.abspath(os.path.join(user_home, ".guild"))), "user")
+            return GuildHome(Path(_absolute(os.path.join(user_home, ".guild"), cwd)), "user")
         current = parent
 
 

@@ -193,6 +193,19 @@ def test_a_run_root_that_is_a_file_is_one_line_not_zero_runs(tmp_path, root):
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_current_directory_that_was_removed_is_one_line_unless_the_home_is_given(tmp_path):
+    gone = tmp_path / "gone"
+    (tmp_path / "home" / "runs").mkdir(parents=True)
+    script = f'mkdir "{gone}" && cd "{gone}" && rmdir "{gone}" && exec "$0" "$@"'
+    env = {**os.environ, "GUILD_HOME": ""}
+    done = subprocess.run(["sh", "-c", script, str(RUNQ_SCRIPT), "runs", "list"], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert_one_line(done, "the current directory no longer exists")
+    given = subprocess.run(["sh", "-c", script, str(RUNQ_SCRIPT), "-H", str(tmp_path / "home"), "index"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert given.returncode == 0, given.stderr
+
+
 def test_a_home_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "home").write_text("")
     assert_one_line(run_cli("-H", str(tmp_path / "home"), "index"), "is not a directory")
