@@ -16,7 +16,7 @@ from itertools import groupby
 from typing import NamedTuple, Optional
 
 from .compiler import RUN_COLUMNS
-from .errors import SelectionError
+from .errors import HomeError, SelectionError
 
 LIST_OPS = {
     "=": operator.eq,
@@ -105,9 +105,11 @@ def select_runs(conn, compiled, home_dir=None):
     path, the runs carry whole paths."""
     try:
         cursor = conn.execute(compiled.sql(), compiled.bound_params())
+        runs = resolve_run_args(cursor) if compiled.has_run_args else [_selected_run(row) for row in cursor]
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
         raise SelectionError(f"the index cannot run this selection: {e}") from None
-    runs = resolve_run_args(cursor) if compiled.has_run_args else [_selected_run(row) for row in cursor]
+    except sqlite3.DatabaseError as e:  # a corrupt index used as it is (--no-refresh)
+        raise HomeError(f"the index is corrupt: {e}", hint="'runq index --rebuild' builds it again") from None
     return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]
 
 

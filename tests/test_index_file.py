@@ -309,6 +309,22 @@ def test_a_corrupt_index_is_rebuilt_with_one_line(tmp_path, damage):
     assert runq("-H", str(tmp_path), "runs", "list").stderr == ""
 
 
+def test_a_corrupt_index_used_without_a_refresh_is_one_line(tmp_path):
+    make_home(tmp_path, runs=40)
+    assert runq("-H", str(tmp_path), "index").exit_code == 0
+    db = default_index(tmp_path)
+    _checkpointed(db)
+    conn = sqlite3.connect(db)
+    pages = [row[0] for row in conn.execute("SELECT pageno FROM dbstat WHERE name = 'flags'")]
+    conn.close()
+    with open(db, "r+b") as f:  # only the flags' pages: found when a filter reads them
+        for page in pages:
+            f.seek((page - 1) * 4096)
+            f.write(os.urandom(4096))
+    result = runq("-H", str(tmp_path), "--no-refresh", "runs", "list", "-F", "flag:lr > 0")
+    assert_one_line_error(result, "the index is corrupt", "runq index --rebuild")
+
+
 # Problems with runq's own paths
 
 
