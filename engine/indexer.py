@@ -461,14 +461,22 @@ def _make_dirs(directory):
 
 
 class IndexLock:
-    """runq's own lock file for one index (flock: released by the kernel when the process dies)."""
+    """runq's own lock file for one index (flock: released by the kernel when
+    the process dies). Each process holds one lock per index, however many
+    Index objects use it: a process never waits for itself."""
+
+    _held = {}  # lock path -> [fd, users]: the one lock of this process
 
     def __init__(self, index_path):
         self.path = lock_path(index_path)
-        try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise HomeError(f"cannot use the index lock {self.path}: {e.strerror}") from None
+        self.key = os.path.abspath(self.path)
+        if self.key not in self._held:
+            try:
+                self._held[self.key] = [os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644), 0]
+            except OSError as e:
+                raise HomeError(f"cannot use the index lock {self.path}: {e.strerror}") from None
+        self._held[self.key][1] += 1
+        self.fd = self._held[self.key][0]
 
     def take(self, mode):
         """Shared or exclusive (a conversion may briefly let go), waiting for other processes."""
@@ -486,9 +494,14 @@ class IndexLock:
                 time.sleep(0.02)
 
     def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        if self.fd is None:
+            return
+        self.fd = None
+        held = self._held[self.key]
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held[self.key]
+            os.close(held[0])
 
 
 def rebuild_index(path, owned):

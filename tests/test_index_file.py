@@ -21,7 +21,8 @@ from test_cli import NOW, assert_one_line_error
 from typer.testing import CliRunner
 
 from runq.commands.app import app
-from runq.engine.indexer import APPLICATION_ID, schema_version
+from runq.engine.home import GuildHome
+from runq.engine.indexer import APPLICATION_ID, Index, schema_version
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
 
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
@@ -259,6 +260,15 @@ def test_an_index_is_created_under_runqs_own_lock(tmp_path):
         out, err = proc.communicate(timeout=120)
     assert (proc.returncode, err) == (0, "")
     assert db.exists()
+
+
+def test_a_process_never_waits_for_its_own_open_index(tmp_path):
+    manifest = make_home(tmp_path, runs=5)
+    held = Index(GuildHome(tmp_path))  # as a library user or a test may leave one open
+    result = runq("-H", str(tmp_path), "index", "--rebuild")
+    assert result.exit_code == 0, result.stderr
+    assert index_fields(result.stdout)["Runs"].strip() == str(len(manifest.live))
+    held.close()
 
 
 # A corrupt index is a cache: rebuilt, with one line
