@@ -148,6 +148,24 @@ def sql_script(compiled):
     return "\n".join(lines)
 
 
+def plan_lines(rows):
+    """EXPLAIN QUERY PLAN rows (id, parent id, detail) as a tree, drawn as sqlite3's shell draws it."""
+    children = {}
+    for node, parent, detail in rows:
+        children.setdefault(parent, []).append((node, detail))
+    lines = ["QUERY PLAN"]
+
+    def branch(parent, prefix):
+        kids = children.get(parent, [])
+        for i, (node, detail) in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(prefix + ("`--" if last else "|--") + detail)
+            branch(node, prefix + ("   " if last else "|  "))
+
+    branch(0, "")
+    return lines
+
+
 def _lazy_note(names):
     if not names:
         return []
