@@ -64,18 +64,24 @@ def query_text(argument):
     its text; a one-word argument ending in .sql must name a file; anything
     else is SQL itself."""
     if argument == "-":
-        return sys.stdin.read()
+        return _not_empty(sys.stdin.read(), "standard input")
     if argument.split() != [argument]:
-        return argument
+        return _not_empty(argument, "the argument")
     path = Path(argument)
     if path.is_file():
         try:
-            return path.read_text()
+            return _not_empty(path.read_text(), argument)
         except (OSError, UnicodeDecodeError) as e:
             raise QueryError(f"cannot read {argument}: {e}") from None
     if argument.lower().endswith(".sql"):
         raise QueryError(f"no such file: {argument}", hint="give SQL text, a file, or - for standard input")
     return argument
+
+
+def _not_empty(text, source):
+    if not text.strip():
+        raise QueryError(f"no SQL in {source}")
+    return text
 
 
 @contextmanager
@@ -117,6 +123,8 @@ def _silence_stdout():
 
 def table_lines(columns, rows):
     """Lines of a table, column widths from the first rows."""
+    if not columns:  # a statement without result columns
+        return
     rows = iter(rows)
     sample = [[_cell(v) for v in row] for row in islice(rows, WIDTH_SAMPLE_ROWS)]
     widths = [max([len(c)] + [len(r[i]) for r in sample]) for i, c in enumerate(columns)]

@@ -307,6 +307,7 @@ def test_params_from_the_command_line(home):
         (["SELECT 1; SELECT 2"], "one statement"),
         (["SELEC 1"], "syntax error"),
         (["--timeout", "-1", "SELECT 1"], "--timeout"),
+        ([" "], "no SQL in the argument"),
     ],
 )
 def test_bad_sql_or_arguments_are_one_line(home, args, fragment):
@@ -316,6 +317,7 @@ def test_bad_sql_or_arguments_are_one_line(home, args, fragment):
 
 def test_a_bad_value_line_in_a_script_is_one_line(home):
     root, _ = home
+    assert_one_line_error(sql(root, "-", input="\n  \n"), "no SQL in standard input")
     assert_one_line_error(sql(root, "-", input="SELECT :p1;\n-- :p1 = adam\n"), "cannot read the value of :p1: adam")
 
 
