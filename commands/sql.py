@@ -97,15 +97,13 @@ def _stopped_by_ctrl_c(query):
 
 
 def _write_all(lines):
-    """Writes lines as they come, in chunks; a reader that goes away (`| head`) ends it quietly."""
+    """Writes lines as they come (stdout's buffering decides when they show);
+    a reader that goes away (`| head`) ends it quietly."""
     out = sys.stdout
     try:
-        while True:
-            chunk = list(islice(lines, 256))
-            if not chunk:
-                break
-            out.write("".join(chunk))
-            out.flush()
+        for line in lines:
+            out.write(line)
+        out.flush()
     except BrokenPipeError:
         _silence_stdout()
         raise typer.Exit(0)

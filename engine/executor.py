@@ -169,7 +169,6 @@ ACTION_NAMES = {
 }
 SCHEMA_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
 PROGRESS_STEPS = 10000  # SQLite virtual machine steps between two checks of the clock and Ctrl-C
-FETCH_ROWS = 1000
 
 
 class ReadOnlyGuard:
@@ -246,13 +245,15 @@ class ReadOnlyQuery:
         self._restore()
 
     def __iter__(self):
+        """Rows one at a time, each as soon as SQLite has it."""
+        fetch = self.cursor.fetchone
         while True:
-            batch = self._in_sqlite(self.cursor.fetchmany, FETCH_ROWS)
-            if not batch:
-                return
-            yield from batch
-            if self.interrupted:
+            row = self._in_sqlite(fetch)
+            if self.interrupted:  # Ctrl-C just as SQLite returned
                 raise QueryInterrupted("interrupted")
+            if row is None:
+                return
+            yield row
 
     def interrupt(self):
         """Stops the query; for a SIGINT handler. Outside SQLite it raises

@@ -27,7 +27,7 @@ from runq.engine.values import stored_value
 from test_cli import RUNQ_SCRIPT, assert_one_line_error, disk_state, listed_ids, make_home, runq
 
 ENDLESS = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
-STREAM_ROWS = int(os.environ.get("RUNQ_TEST_STREAM_ROWS", "1500000"))
+STREAM_ROWS = int(os.environ.get("RUNQ_TEST_STREAM_ROWS", "1000000"))  # the table's; JSON takes half
 MAX_RSS_MB = 150
 
 
