@@ -10,8 +10,8 @@ from dataclasses import replace
 from . import purge
 from .compiler import compile_selection
 from .executor import query_plan, select_runs
-from .indexer import schema_text
 from .home import DELETED
+from .indexer import schema_text
 
 
 def select(index, selection, now):

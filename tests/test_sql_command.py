@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_cli import RUNQ_SCRIPT, assert_one_line_error, disk_state, listed_ids, make_home, runq
 
 from runq.commands.render import plan_lines, sql_literal
 from runq.engine.errors import QueryError
 from runq.engine.executor import ReadOnlyQuery, register_functions
 from runq.engine.script import option_params, script_params, sql_value
 from runq.engine.values import stored_value
-from test_cli import RUNQ_SCRIPT, assert_one_line_error, disk_state, listed_ids, make_home, runq
 
 ENDLESS = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
 STREAM_ROWS = int(os.environ.get("RUNQ_TEST_STREAM_ROWS", "1000000"))  # the table's; JSON takes half
