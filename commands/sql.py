@@ -22,15 +22,11 @@ from ..engine.script import option_params, script_params
 
 WIDTH_SAMPLE_ROWS = 1000  # the table's column widths come from the first rows; later ones may overflow
 DEFAULT_TIMEOUT = 60.0
-QUERY_HELP = (
-    "One SQL statement, or a script: '-' reads standard input, and an argument without spaces that names "
-    "a file is read from it (a script's '-- :NAME = VALUE' lines give its parameters, as --sql prints them)."
-)
 
 
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(metavar="SQL|FILE|-", help=QUERY_HELP)],
+    query: Annotated[str, typer.Argument(metavar="SQL|FILE|-", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as a JSON array of objects.")] = False,
     params: Annotated[
         Optional[List[str]],
@@ -48,7 +44,11 @@ def sql(
     ] = DEFAULT_TIMEOUT,
 ):
     """Run read-only SQL over the index (tables: runs, attrs, flags, scalars, tags, comments;
-    views: runs_view, run_attrs, run_flags, run_scalars, run_tags, run_comments)."""
+    views: runs_view, run_attrs, run_flags, run_scalars, run_tags, run_comments).
+
+    The argument is SQL text, or '-' to read standard input, or one word
+    naming a file: a script as 'runq runs ... --sql' prints it, whose
+    '-- :NAME = VALUE' lines bind its parameters."""
     text = query_text(query)
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
