@@ -2,6 +2,7 @@
 
 import functools
 import json
+import math
 import os
 import sys
 from datetime import datetime
@@ -180,6 +181,8 @@ def sql_literal(value):
         return "NULL"
     if isinstance(value, bool):
         return str(int(value))
+    if isinstance(value, float) and math.isinf(value):
+        return "1e999" if value > 0 else "-1e999"  # SQLite reads these as infinities; Python's inf it does not
     if isinstance(value, (int, float)):
         return repr(value)
     return " || ".join(_string_parts(str(value))) or "''"

@@ -354,6 +354,17 @@ def test_script_parameters_are_what_the_selection_binds():
     assert script_params(sql_script(compiled)) == compiled.bound_params()
 
 
+def test_infinite_values_print_as_sqlite_reads_them(home):
+    root, _ = home
+    printed = runq(None, "runs", "list", "--sql", "-F", "lr < 1e400 and lr > -1e400").stdout
+    literals = re.findall(r"^-- :\w+ = (.*)$", printed, flags=re.M)
+    assert "1e999" in literals and "-1e999" in literals
+    with sqlite3.connect(":memory:") as conn:
+        assert conn.execute("SELECT 1e999, -1e999").fetchone() == (math.inf, -math.inf)
+    expected = listed_ids(root, "-a", "-F", "lr < 1e400 and lr > -1e400")
+    assert expected and script_ids(sql(root, "--json", "-", input=printed)) == expected
+
+
 def test_option_values_are_numbers_else_text():
     assert option_params(["a=1", "b=1.5e3", "c=.5", "d=1x", "e='1'", "f=inf"]) == {
         "a": 1, "b": 1500.0, "c": 0.5, "d": "1x", "e": "1", "f": "inf"
