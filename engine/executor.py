@@ -1,4 +1,5 @@
-"""Runs compiled selections against the index.
+"""Runs compiled selections against the index, and ad-hoc SQL (runq sql)
+read-only, within a time limit, stoppable.
 
 The SQL functions a selection may call are registered here, on every
 connection runq opens: `regexp` (Python's re.search, for -Fo patterns),
