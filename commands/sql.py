@@ -26,7 +26,7 @@ DEFAULT_TIMEOUT = 60.0
 
 def sql(
     ctx: typer.Context,
-    query: Annotated[str, typer.Argument(metavar="SQL|FILE|-", show_default=False)],
+    source: Annotated[str, typer.Argument(metavar="SQL|FILE|-", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as a JSON array of objects.")] = False,
     params: Annotated[
         Optional[List[str]],
@@ -49,7 +49,7 @@ def sql(
     The argument is SQL text, or '-' to read standard input, or one word
     naming a file: a script as 'runq runs ... --sql' prints it, whose
     '-- :NAME = VALUE' lines bind its parameters."""
-    text = query_text(query)
+    text = query_text(source)
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
     index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would
