@@ -2,9 +2,10 @@
 
 A script is one statement and comment lines; a comment line
 `-- :NAME = VALUE` gives the parameter `:NAME`, VALUE written as `--sql`
-writes it: NULL, a number (Python's repr of an int or float, `inf` and
-`nan` included), or a string as quoted SQL text, pieces joined by `||`
-with `char(N)` for characters that are not printable.
+writes it: NULL, a number (Python's repr of an int or float; 1e999 and
+-1e999 for the infinities, and Python's `inf` and `nan` are read too), or a
+string as quoted SQL text, pieces joined by `||` with `char(N)` for
+characters that are not printable.
 """
 
 import re
