@@ -14,14 +14,18 @@ PREVIEW_COLUMNS = ("short_index", "op_desc", "started", "status", "label")
 
 
 def started_text(timestamp):
+    """Local time as Guild shows it; '' for a time no date can show (Guild stops there)."""
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return ""
 
 
 def run_cells(run, cwd):
     op_desc = (run.operation or "?") + _op_dir_suffix(run.op_dir, cwd)
-    return {
+    cells = {
         "index": f"[{run.position}:{run.short_id}]",
         "short_index": f"[{run.short_id}]",
         "op_desc": op_desc + (" [marked]" if run.marked else ""),
@@ -29,6 +33,15 @@ def run_cells(run, cwd):
         "status": f"{run.status} ({run.remote})" if run.remote else run.status,
         "label": run.label or "",
     }
+    return {column: _one_line(text) for column, text in cells.items()}
+
+
+def _one_line(text):
+    """Cell text that keeps a table row on one line and cannot drive the
+    terminal: control characters as Python escapes (Guild prints them raw)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 @functools.lru_cache(maxsize=1024)  # few projects, many runs

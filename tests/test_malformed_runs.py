@@ -1,0 +1,446 @@
+"""A corpus of malformed runs: no single bad run stops, hangs or changes a
+Guild home for runq.
+
+Each kind damages one run (or puts something that is not a run where runs
+live). Per kind, in process: a home of healthy runs plus the bad one is
+indexed within a time bound, the healthy runs are indexed exactly as without
+it, the bad run is reported when it has unreadable files, a second refresh
+reads nothing again, `runs list` prints it, and the home is unchanged. Then
+the installed `runq` script runs every listing, index and dry-run purge
+command on one home holding every kind at once, each under a timeout.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runq.commands.app import app
+from runq.engine.home import GuildHome
+from runq.engine.indexer import Index
+from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
+from runq.engine.tfevents import write_event_file
+
+NOW = datetime(2026, 11, 29, 12, 0, 0)
+RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
+STARTED = 1764400000000000  # 2025-11-29, microseconds
+SECONDS_PER_KIND = 30
+SECONDS_PER_COMMAND = 120
+
+
+# ---------------------------------------------------------------------------
+# Writing runs
+
+
+def write_attr(run_dir, name, text):
+    path = Path(run_dir, ".guild", "attrs", name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape"))
+    return path
+
+
+def write_run(run_dir, **attrs):
+    """A small healthy run: opref, times, exit status, flags, label, scalars."""
+    guild = Path(run_dir, ".guild")
+    guild.mkdir(parents=True)
+    (guild / "opref").write_text("guildfile:/p/guild.yml abc '' train\n")
+    values = {"id": Path(run_dir).name.encode("utf-8", "surrogateescape").hex(),
+              "initialized": STARTED - 10, "started": STARTED, "stopped": STARTED + 5,
+              "exit_status": 0, "flags": {"lr": 0.1}, "label": "bad", **attrs}
+    for name, value in values.items():
+        write_attr(run_dir, name, encode_attr(value))
+    write_event_file(guild / "events.out.tfevents.1764400000.host", [("loss", 0.5, 1)], wall_time=1764400000)
+    return Path(run_dir)
+
+
+def sparse_file(path, size):
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def replace_with(path, make):
+    """Removes whatever `path` is and makes something else there."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+    make(path)
+
+
+def symlink_to(target):
+    return lambda path: os.symlink(target, path)
+
+
+def attr_bytes(name, data):
+    return lambda run: write_attr(run, name, data)
+
+
+def attr_value(**attrs):
+    return lambda run: [write_attr(run, name, encode_attr(value)) for name, value in attrs.items()]
+
+
+def guild_path(rel, make):
+    return lambda run: replace_with(run / ".guild" / rel, make)
+
+
+def event_file(data):
+    return lambda run: Path(run, "events.out.tfevents.1764400001.bad").write_bytes(data)
+
+
+def nested(run, depth):
+    path = run
+    for i in range(depth):
+        path = path / "d"
+    path.mkdir(parents=True)
+    write_event_file(path / "events.out.tfevents.1764400002.deep", [("acc", 0.9, 1)], wall_time=1764400002)
+
+
+def alias_bomb(levels=9, width=9):
+    """About 520 bytes of YAML that expand to width**levels strings."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        refs = ", ".join(f"*a{level - 1}" for _ in range(width))
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def valid_event(tag="loss", value=0.25, step=2):
+    path = Path("/tmp") / f"runq-malformed-{os.getpid()}.tfevents"
+    write_event_file(path, [(tag, value, step)], wall_time=1764400001)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def _corrupt_crc(data):
+    data = bytearray(data)
+    data[-1] ^= 0xFF
+    return bytes(data)
+
+
+def _huge_length(data):
+    return (2**63 - 1).to_bytes(8, "little") + data[8:]
+
+
+def make_fifo(path):
+    os.mkfifo(path)
+
+
+def make_dir(path):
+    path.mkdir()
+
+
+def make_file(text):
+    return lambda path: path.write_text(text)
+
+
+def self_links(run):
+    os.symlink(".", run / "a")
+    os.symlink(".", run / "b")
+    write_event_file(run / "events.out.tfevents.1764400003.top", [("acc", 0.8, 1)], wall_time=1764400003)
+
+
+def proto_loop(run):
+    os.symlink("..", run / ".guild" / "proto")
+
+
+def whole_run(make):
+    """The run directory itself replaced by something else."""
+    return lambda run: replace_with(run, make)
+
+
+def outside_run(run):
+    target = run.parent.parent.parent / "outside" / run.name
+    write_run(target)
+    shutil.rmtree(run)
+    os.symlink(target, run)
+
+
+def event_dir_mode_000(run):
+    path = run / "logs"
+    path.mkdir()
+    write_event_file(path / "events.out.tfevents.1764400004.x", [("acc", 0.1, 1)], wall_time=1764400004)
+    os.chmod(path, 0)
+
+
+BIG_INT = 2**63
+HUGE_INT = 2**70
+
+# name -> (how to damage a healthy run, whether the refresh reports a problem)
+KINDS = {
+    # Times and numbers SQLite cannot bind, or Python cannot format
+    "started-inf": (attr_bytes("started", ".inf\n"), False),
+    "started-minus-inf": (attr_bytes("started", "-.inf\n"), False),
+    "started-nan": (attr_bytes("started", ".nan\n"), False),
+    "started-1e30": (attr_bytes("started", "1.0e+30\n"), False),
+    "started-2**63": (attr_value(started=BIG_INT), False),
+    "started-minus-2**70": (attr_value(started=-HUGE_INT), False),
+    "started-5000-digits": (attr_bytes("started", "9" * 5000 + "\n"), True),
+    "initialized-inf-no-started": (lambda run: (attr_bytes("initialized", ".inf\n")(run),
+                                                (run / ".guild/attrs/started").unlink()), False),
+    "initialized-2**64-no-started": (lambda run: (attr_value(initialized=2**64)(run),
+                                                  (run / ".guild/attrs/started").unlink()), False),
+    "stopped-inf": (attr_bytes("stopped", ".inf\n"), False),
+    "stopped-2**63": (attr_value(stopped=BIG_INT), False),
+    "exit-status-2**63": (attr_value(exit_status=BIG_INT), False),
+    "exit-status-inf": (attr_bytes("exit_status", ".inf\n"), False),
+    "exit-status-nan": (attr_bytes("exit_status", ".nan\n"), False),
+    "comment-time-inf": (attr_bytes("comments", "- body: hi\n  host: h\n  time: .inf\n  user: u\n"), False),
+    "comment-time-2**63": (attr_value(comments=[{"body": "hi", "host": "h", "time": BIG_INT, "user": "u"}]), False),
+    "flag-2**70": (attr_value(flags={"lr": HUGE_INT, "big": -HUGE_INT}), False),
+    "tags-huge-ints": (attr_value(tags=[HUGE_INT, "t"]), False),
+    "label-2**70": (attr_value(label=HUGE_INT), False),
+    "marked-2**70": (attr_value(marked=HUGE_INT), False),
+    # Names that are not UTF-8, or hold line breaks
+    "run-name-not-utf8": (lambda run: run.rename(run.with_name("bad-\udcff\udcfe-run")), False),
+    "attr-name-not-utf8": (attr_bytes("lab\udce9l", "x\n"), True),
+    "event-dir-not-utf8": (lambda run: nested(run / "ev\udcff", 0), True),
+    "event-file-name-not-utf8": (lambda run: Path(run, "events.out.tfevents.1.\udcff").write_bytes(valid_event()), True),
+    "attr-name-newline": (attr_bytes("two\nlines", "x\n"), False),
+    "label-lone-surrogate": (attr_bytes("label", '"\\uDCFF bad"\n'), False),
+    "flag-name-lone-surrogate": (attr_bytes("flags", '"\\uDCFF": 1\nlr: 0.1\n'), False),
+    "comment-lone-surrogate": (attr_bytes("comments", '- body: "\\uDCFF"\n  user: u\n'), False),
+    # YAML that explodes, recurses, or names Python objects
+    "alias-bomb-label": (attr_bytes("label", alias_bomb()), True),
+    "alias-bomb-flags": (attr_bytes("flags", alias_bomb()), True),
+    "alias-bomb-lazy-env": (attr_bytes("env", alias_bomb()), False),
+    "recursive-alias": (attr_bytes("flags", "a: &x [*x]\n"), True),
+    "deep-flow-nesting": (attr_bytes("flags", "[" * 100_000), True),
+    "deep-block-nesting": (attr_bytes("label", "".join(" " * i + "- \n" for i in range(3000))), True),
+    "nesting-300-deep": (attr_bytes("flags", "a: " + "[" * 300 + "]" * 300 + "\n"), False),
+    "python-object-tag": (attr_bytes("label", "!!python/object/apply:os.system ['true']\n"), True),
+    "binary-tag": (attr_bytes("label", "!!binary aGVsbG8=\n"), False),
+    "set-and-timestamp": (attr_bytes("flags", "s: !!set {a, b}\nd: 2020-01-01\n"), False),
+    "flags-non-string-keys": (attr_bytes("flags", "1: a\n[x]: b\nnull: c\nlr: 0.1\n"), True),
+    "flags-hashable-odd-keys": (attr_bytes("flags", "1: a\ntrue: b\n2020-01-01: c\nlr: 0.1\n"), False),
+    "flags-not-a-mapping": (attr_bytes("flags", "- 1\n- 2\n"), True),
+    # Attribute files that are not text, too big, or not files
+    "attr-binary": (attr_bytes("label", bytes(range(256))), True),
+    "attr-latin1": (attr_bytes("label", "caf\xe9\n".encode("latin-1")), True),
+    "attr-utf8-bom": (attr_bytes("label", "\ufeffbom\n".encode()), False),
+    "attr-huge-sparse": (lambda run: sparse_file(write_attr(run, "label", ""), 2**33), True),
+    "attr-fifo": (guild_path("attrs/label", make_fifo), True),
+    "attr-link-dev-zero": (guild_path("attrs/label", symlink_to("/dev/zero")), True),
+    "attr-link-regular-file": (guild_path("attrs/label", symlink_to("../opref")), False),
+    "attr-link-missing": (guild_path("attrs/label", symlink_to("missing")), True),
+    "attr-a-directory": (guild_path("attrs/label", make_dir), True),
+    "attrs-a-file": (guild_path("attrs", make_file("x\n")), False),
+    "attrs-missing": (guild_path("attrs", lambda path: None), False),
+    # .guild and opref
+    "guild-dir-empty": (guild_path(".", lambda path: path.mkdir()), False),
+    "guild-a-file": (guild_path(".", make_file("x")), False),
+    "guild-missing": (guild_path(".", lambda path: None), False),
+    "opref-empty": (guild_path("opref", make_file("")), True),
+    "opref-garbage": (guild_path("opref", make_file("'unterminated\n")), True),
+    "opref-binary": (guild_path("opref", lambda path: path.write_bytes(bytes(range(256)))), True),
+    "opref-huge-sparse": (guild_path("opref", lambda path: sparse_file(path, 2**33)), True),
+    "opref-fifo": (guild_path("opref", make_fifo), True),
+    "opref-link-dev-zero": (guild_path("opref", symlink_to("/dev/zero")), True),
+    "opref-a-directory": (guild_path("opref", make_dir), True),
+    "proto-loop": (proto_loop, False),
+    "lock-fifo": (lambda run: (write_attr(run, "exit_status", ""), os.mkfifo(run / ".guild" / "LOCK")), False),
+    "lock-remote-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / ".guild" / "LOCK.remote"), False),
+    # Event files and directories
+    "event-truncated": (event_file(valid_event()[:-3]), True),
+    "event-bad-crc": (event_file(_corrupt_crc(valid_event())), True),
+    "event-huge-length": (event_file(_huge_length(valid_event())), True),
+    "event-zero-length": (event_file(b""), False),
+    "event-garbage": (event_file(os.urandom(4096)), True),
+    "event-file-a-directory": (lambda run: (run / "events.out.tfevents.1764400001.dir").mkdir(), False),
+    "event-fifo": (lambda run: os.mkfifo(run / "events.out.tfevents.1764400001.fifo"), True),
+    "event-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / "events.out.tfevents.1764400001.z"), True),
+    "event-link-missing": (lambda run: os.symlink("missing", run / "events.out.tfevents.1764400001.m"), True),
+    "event-dir-mode-000": (event_dir_mode_000, False),
+    "two-links-to-dot": (self_links, False),
+    "link-to-root-dir": (lambda run: os.symlink("/", run / "root"), False),
+    "deep-directories": (lambda run: nested(run, 300), True),
+    # Things in the run roots that are not run directories
+    "run-a-file": (whole_run(make_file("not a run\n")), False),
+    "run-a-fifo": (whole_run(make_fifo), False),
+    "run-link-outside-home": (outside_run, False),
+    "run-link-missing": (whole_run(symlink_to("/nonexistent/run")), False),
+    "run-link-dev-zero": (whole_run(symlink_to("/dev/zero")), False),
+    "run-link-to-itself": (lambda run: replace_with(run, lambda path: os.symlink(path.name, path)), False),
+}
+
+
+def test_the_corpus_is_large_enough():
+    assert len(KINDS) >= 55
+
+
+# ---------------------------------------------------------------------------
+# Homes
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A home of healthy runs (live and deleted) and its index's rows."""
+    root = tmp_path_factory.mktemp("healthy") / "home"
+    manifest = generate_home(root, HomeSpec(runs=6, seed=3, profile="fidelity", sourcecode_files=1), NOW)
+    return root, [run.id for run in manifest.runs], _indexed_rows(root)
+
+
+def copy_home(source, dest):
+    shutil.copytree(source, dest, symlinks=True, ignore=lambda d, names: ["cache"] if d == str(source) else [])
+
+
+def bad_run_dir(home, kind, deleted=False):
+    root = home / ("trash/runs" if deleted else "runs")
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"bad{hashlib.sha1(kind.encode()).hexdigest()[:29]}"
+
+
+def add_bad_run(home, kind, deleted=False):
+    run = write_run(bad_run_dir(home, kind, deleted))
+    KINDS[kind][0](run)
+
+
+def tree_hash(root):
+    """Names, types, modes, sizes, link targets and file contents, never following links."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if (dirpath, d) != (str(root), "cache"))  # runq's index
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            digest.update(os.fsencode(os.path.relpath(path, root)) + b"\0")
+            digest.update(f"{st.st_mode} {st.st_size}".encode())
+            if stat.S_ISLNK(st.st_mode):
+                digest.update(os.fsencode(os.readlink(path)))
+            elif stat.S_ISREG(st.st_mode) and st.st_blocks:  # sparse files: size only
+                digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def invoke(home, *args):
+    return CliRunner().invoke(app, ["-H", str(home), "--now", NOW.isoformat(), *args])
+
+
+@contextmanager
+def time_limit(seconds):
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _indexed_rows(home, ids=None):
+    """Every stored row of these runs (all runs when None), keyed by run id."""
+    index = Index(GuildHome(home))
+    try:
+        index.refresh()
+        conn = index.conn
+        rows = {}
+        for (run_id,) in conn.execute("SELECT id FROM runs"):
+            if ids is not None and run_id not in ids:
+                continue
+            rows[run_id] = _rows_of(conn, run_id)
+        return rows
+    finally:
+        index.close()
+
+
+IGNORED_RUN_COLUMNS = {"key", "dir", "listing", "signature"}
+
+
+def _rows_of(conn, run_id):
+    conn.row_factory = sqlite3.Row
+    run = conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    found = {k: run[k] for k in run.keys() if k not in IGNORED_RUN_COLUMNS}
+    for table in ("attrs", "flags", "scalars", "tags", "comments"):
+        rows = conn.execute(f"SELECT * FROM {table} WHERE run_key = ?", (run["key"],)).fetchall()
+        found[table] = sorted(tuple(row)[1:] for row in rows)
+    conn.row_factory = None
+    return found
+
+
+# ---------------------------------------------------------------------------
+# One kind at a time, in process
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_bad_run_is_indexed_reported_and_left_alone(template, tmp_path, kind):
+    healthy_home, healthy_ids, healthy_rows = template
+    home = tmp_path / "home"
+    copy_home(healthy_home, home)
+    add_bad_run(home, kind)
+    before = tree_hash(home)
+    index = Index(GuildHome(home))
+    try:
+        with time_limit(SECONDS_PER_KIND):
+            first = index.refresh()
+            second = index.refresh()
+            listings = [invoke(home, "runs", "list", "-a", *flags) for flags in ((), ("--deleted",))]
+        assert all(run_id.startswith("bad") for run_id, _ in first.problems), first.problems
+        assert bool(first.problems) == KINDS[kind][1], first.problems
+        assert (second.added, second.updated, second.problems) == (0, 0, [])
+    finally:
+        index.close()
+    for listing in listings:
+        assert listing.exit_code == 0, listing.output
+    for run_id in healthy_ids:
+        assert any(f":{run_id[:8]}]" in listing.stdout for listing in listings)
+    assert _indexed_rows(home, set(healthy_ids)) == healthy_rows
+    assert tree_hash(home) == before
+
+
+# ---------------------------------------------------------------------------
+# Every kind at once, through the installed script
+
+
+COMMANDS = (
+    ("runs", "list", "-a"),
+    ("runs", "list", "-a", "--json"),
+    ("runs", "list", "--deleted", "-a"),
+    ("runs", "list", "--deleted", "-a", "--json"),
+    ("index",),
+    ("index", "--rebuild"),
+    ("runs", "purge", "--dry-run"),
+    ("-v", "runs", "list", "-a", "-F", "label contains lol or flag:lr > 1"),
+)
+
+
+def run_script(home, *args):
+    env = {**os.environ, "GUILD_HOME": str(home), "HOME": str(home.parent), "LC_ALL": "C.UTF-8"}
+    return subprocess.run([str(RUNQ_SCRIPT), "--now", NOW.isoformat(), *args], capture_output=True,
+                          env=env, timeout=SECONDS_PER_COMMAND)
+
+
+def healthy_listing(result, healthy_ids):
+    runs = json.loads(result.stdout)
+    return [{k: v for k, v in run.items() if k not in ("index", "run_dir")}
+            for run in runs if run["id"] in healthy_ids]
+
+
+def test_every_kind_at_once_through_the_script(template, tmp_path):
+    healthy_home, healthy_ids, _ = template
+    home = tmp_path / "home"
+    copy_home(healthy_home, home)
+    expected = {args: run_script(home, *args) for args in COMMANDS if "--json" in args}
+    for position, kind in enumerate(sorted(KINDS)):
+        add_bad_run(home, kind, deleted=bool(position % 2))
+    before = tree_hash(home)
+    for args in COMMANDS:
+        result = run_script(home, *args)
+        assert result.returncode == 0, (args, result.stderr.decode(errors="replace"))
+        assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+        if args in expected:
+            assert healthy_listing(result, set(healthy_ids)) == healthy_listing(expected[args], set(healthy_ids))
+    assert tree_hash(home) == before
