@@ -89,8 +89,12 @@ def _children(node):
     return node.value if isinstance(node, yaml.SequenceNode) else ()
 
 
+class AliasBudgetError(yaml.composer.ComposerError):
+    """YAML whose aliases runq refuses to expand."""
+
+
 def _alias_error(what, event):
-    return yaml.composer.ComposerError(None, None, f"{what} (*{event.anchor})", event.start_mark)
+    return AliasBudgetError(None, None, f"{what} (*{event.anchor})", event.start_mark)
 
 
 # add_implicit_resolver copies the inherited table into GuildLoader before
@@ -105,6 +109,11 @@ def load_yaml(text):
     """Decode `text` exactly as Guild does (slow; the reference for the fast path)."""
     try:
         return yaml.load(text, Loader=GUILD_LOADER)
+    except AliasBudgetError as exc:
+        raise AttrDecodeError(
+            f"YAML refused: {exc.problem}",
+            hint="runq reads an attribute as undefined when its aliases expand this far",
+        ) from exc
     except yaml.YAMLError as exc:
         raise _decode_error("malformed YAML", exc) from exc
     # PyYAML's constructors leak plain exceptions on malformed values (e.g.

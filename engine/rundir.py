@@ -393,7 +393,7 @@ def _first_visit(path, visited):
 def _too_deep(rel, problems):
     if rel.count(os.sep) < MAX_WALK_DEPTH:
         return False
-    _note(problems, f"directories below {escaped_name(rel)} are more than {MAX_WALK_DEPTH} deep, not read")
+    _note(problems, f"directories more than {MAX_WALK_DEPTH} deep are not searched for event files")
     return True
 
 

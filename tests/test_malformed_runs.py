@@ -12,6 +12,7 @@ command on one home holding every kind at once, each under a timeout.
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -27,10 +28,14 @@ import pytest
 from typer.testing import CliRunner
 
 from runq.commands.app import app
+from runq.commands.render import _one_line, started_text
+from runq.engine.files import error_text, read_regular
 from runq.engine.home import GuildHome
 from runq.engine.indexer import Index
+from runq.engine.rundir import disk_path, event_dirs
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
-from runq.engine.tfevents import write_event_file
+from runq.engine.tfevents import masked_crc32c, write_event_file
+from runq.engine.values import storable_text, stored_number
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
@@ -130,7 +135,8 @@ def _corrupt_crc(data):
 
 
 def _huge_length(data):
-    return (2**63 - 1).to_bytes(8, "little") + data[8:]
+    length = (2**63 - 1).to_bytes(8, "little")
+    return length + masked_crc32c(length).to_bytes(4, "little") + data[12:]
 
 
 def make_fifo(path):
@@ -177,102 +183,107 @@ def event_dir_mode_000(run):
 BIG_INT = 2**63
 HUGE_INT = 2**70
 
-# name -> (how to damage a healthy run, whether the refresh reports a problem)
+# name -> (how to damage a healthy run, what the refresh reports about it, or None)
 KINDS = {
     # Times and numbers SQLite cannot bind, or Python cannot format
-    "started-inf": (attr_bytes("started", ".inf\n"), False),
-    "started-minus-inf": (attr_bytes("started", "-.inf\n"), False),
-    "started-nan": (attr_bytes("started", ".nan\n"), False),
-    "started-1e30": (attr_bytes("started", "1.0e+30\n"), False),
-    "started-2**63": (attr_value(started=BIG_INT), False),
-    "started-minus-2**70": (attr_value(started=-HUGE_INT), False),
-    "started-5000-digits": (attr_bytes("started", "9" * 5000 + "\n"), True),
+    "started-inf": (attr_bytes("started", ".inf\n"), None),
+    "started-minus-inf": (attr_bytes("started", "-.inf\n"), None),
+    "started-nan": (attr_bytes("started", ".nan\n"), None),
+    "started-1e30": (attr_bytes("started", "1.0e+30\n"), None),
+    "started-2**63": (attr_value(started=BIG_INT), None),
+    "started-minus-2**70": (attr_value(started=-HUGE_INT), None),
+    "started-5000-digits": (attr_bytes("started", "9" * 5000 + "\n"), "attribute started: YAML value cannot be built (ValueError)"),
     "initialized-inf-no-started": (lambda run: (attr_bytes("initialized", ".inf\n")(run),
-                                                (run / ".guild/attrs/started").unlink()), False),
+                                                (run / ".guild/attrs/started").unlink()), None),
     "initialized-2**64-no-started": (lambda run: (attr_value(initialized=2**64)(run),
-                                                  (run / ".guild/attrs/started").unlink()), False),
-    "stopped-inf": (attr_bytes("stopped", ".inf\n"), False),
-    "stopped-2**63": (attr_value(stopped=BIG_INT), False),
-    "exit-status-2**63": (attr_value(exit_status=BIG_INT), False),
-    "exit-status-inf": (attr_bytes("exit_status", ".inf\n"), False),
-    "exit-status-nan": (attr_bytes("exit_status", ".nan\n"), False),
-    "comment-time-inf": (attr_bytes("comments", "- body: hi\n  host: h\n  time: .inf\n  user: u\n"), False),
-    "comment-time-2**63": (attr_value(comments=[{"body": "hi", "host": "h", "time": BIG_INT, "user": "u"}]), False),
-    "flag-2**70": (attr_value(flags={"lr": HUGE_INT, "big": -HUGE_INT}), False),
-    "tags-huge-ints": (attr_value(tags=[HUGE_INT, "t"]), False),
-    "label-2**70": (attr_value(label=HUGE_INT), False),
-    "marked-2**70": (attr_value(marked=HUGE_INT), False),
+                                                  (run / ".guild/attrs/started").unlink()), None),
+    "stopped-inf": (attr_bytes("stopped", ".inf\n"), None),
+    "stopped-2**63": (attr_value(stopped=BIG_INT), None),
+    "exit-status-2**63": (attr_value(exit_status=BIG_INT), None),
+    "exit-status-inf": (attr_bytes("exit_status", ".inf\n"), None),
+    "exit-status-nan": (attr_bytes("exit_status", ".nan\n"), None),
+    "comment-time-inf": (attr_bytes("comments", "- body: hi\n  host: h\n  time: .inf\n  user: u\n"), None),
+    "comment-time-2**63": (attr_value(comments=[{"body": "hi", "host": "h", "time": BIG_INT, "user": "u"}]), None),
+    "flag-2**70": (attr_value(flags={"lr": HUGE_INT, "big": -HUGE_INT}), None),
+    "tags-huge-ints": (attr_value(tags=[HUGE_INT, "t"]), None),
+    "label-2**70": (attr_value(label=HUGE_INT), None),
+    "marked-2**70": (attr_value(marked=HUGE_INT), None),
     # Names that are not UTF-8, or hold line breaks
-    "run-name-not-utf8": (lambda run: run.rename(run.with_name("bad-\udcff\udcfe-run")), False),
-    "attr-name-not-utf8": (attr_bytes("lab\udce9l", "x\n"), True),
-    "event-dir-not-utf8": (lambda run: nested(run / "ev\udcff", 0), True),
-    "event-file-name-not-utf8": (lambda run: Path(run, "events.out.tfevents.1.\udcff").write_bytes(valid_event()), True),
-    "attr-name-newline": (attr_bytes("two\nlines", "x\n"), False),
-    "label-lone-surrogate": (attr_bytes("label", '"\\uDCFF bad"\n'), False),
-    "flag-name-lone-surrogate": (attr_bytes("flags", '"\\uDCFF": 1\nlr: 0.1\n'), False),
-    "comment-lone-surrogate": (attr_bytes("comments", '- body: "\\uDCFF"\n  user: u\n'), False),
+    "run-name-not-utf8": (lambda run: run.rename(run.with_name("bad-\udcff\udcfe-run")), None),
+    "attr-name-not-utf8": (attr_bytes("lab\udce9l", "x\n"), "attribute name lab\\xe9l is not UTF-8"),
+    "event-dir-not-utf8": (lambda run: nested(run / "ev\udcff", 0), "event directory ev\\xff: name is not UTF-8"),
+    "event-file-name-not-utf8": (lambda run: Path(run, "events.out.tfevents.1.\udcff").write_bytes(valid_event()), "event file events.out.tfevents.1.\\xff: name is not UTF-8"),
+    "attr-name-newline": (attr_bytes("two\nlines", "x\n"), None),
+    "label-lone-surrogate": (attr_bytes("label", '"\\uDCFF bad"\n'), None),
+    "flag-name-lone-surrogate": (attr_bytes("flags", '"\\uDCFF": 1\nlr: 0.1\n'), None),
+    "comment-lone-surrogate": (attr_bytes("comments", '- body: "\\uDCFF"\n  user: u\n'), None),
     # YAML that explodes, recurses, or names Python objects
-    "alias-bomb-label": (attr_bytes("label", alias_bomb()), True),
-    "alias-bomb-flags": (attr_bytes("flags", alias_bomb()), True),
-    "alias-bomb-lazy-env": (attr_bytes("env", alias_bomb()), False),
-    "recursive-alias": (attr_bytes("flags", "a: &x [*x]\n"), True),
-    "deep-flow-nesting": (attr_bytes("flags", "[" * 100_000), True),
-    "deep-block-nesting": (attr_bytes("label", "".join(" " * i + "- \n" for i in range(3000))), True),
-    "nesting-300-deep": (attr_bytes("flags", "a: " + "[" * 300 + "]" * 300 + "\n"), False),
-    "python-object-tag": (attr_bytes("label", "!!python/object/apply:os.system ['true']\n"), True),
-    "binary-tag": (attr_bytes("label", "!!binary aGVsbG8=\n"), False),
-    "set-and-timestamp": (attr_bytes("flags", "s: !!set {a, b}\nd: 2020-01-01\n"), False),
-    "flags-non-string-keys": (attr_bytes("flags", "1: a\n[x]: b\nnull: c\nlr: 0.1\n"), True),
-    "flags-hashable-odd-keys": (attr_bytes("flags", "1: a\ntrue: b\n2020-01-01: c\nlr: 0.1\n"), False),
-    "flags-not-a-mapping": (attr_bytes("flags", "- 1\n- 2\n"), True),
+    "alias-bomb-label": (attr_bytes("label", alias_bomb()), "aliases expand to more than"),
+    "alias-bomb-flags": (attr_bytes("flags", alias_bomb()), "aliases expand to more than"),
+    "alias-bomb-lazy-env": (attr_bytes("env", alias_bomb()), None),
+    "recursive-alias": (attr_bytes("flags", "a: &x [*x]\n"), "recursive alias"),
+    "deep-flow-nesting": (attr_bytes("flags", "[" * 100_000), "attribute flags: YAML value cannot be built (RecursionError)"),
+    "deep-block-nesting": (attr_bytes("label", "".join(" " * i + "- \n" for i in range(3000))), "attribute label: YAML value cannot be built (RecursionError)"),
+    "nesting-300-deep": (attr_bytes("flags", "a: " + "[" * 300 + "]" * 300 + "\n"), None),
+    "python-object-tag": (attr_bytes("label", "!!python/object/apply:os.system ['true']\n"), "could not determine a constructor"),
+    "binary-tag": (attr_bytes("label", "!!binary aGVsbG8=\n"), None),
+    "set-and-timestamp": (attr_bytes("flags", "s: !!set {a, b}\nd: 2020-01-01\n"), None),
+    "flags-non-string-keys": (attr_bytes("flags", "1: a\n[x]: b\nnull: c\nlr: 0.1\n"), "found unhashable key"),
+    "flags-hashable-odd-keys": (attr_bytes("flags", "1: a\ntrue: b\n2020-01-01: c\nlr: 0.1\n"), None),
+    "flags-not-a-mapping": (attr_bytes("flags", "- 1\n- 2\n"), "attribute flags is not a dict"),
     # Attribute files that are not text, too big, or not files
-    "attr-binary": (attr_bytes("label", bytes(range(256))), True),
-    "attr-latin1": (attr_bytes("label", "caf\xe9\n".encode("latin-1")), True),
-    "attr-utf8-bom": (attr_bytes("label", "\ufeffbom\n".encode()), False),
-    "attr-huge-sparse": (lambda run: sparse_file(write_attr(run, "label", ""), 2**33), True),
-    "attr-fifo": (guild_path("attrs/label", make_fifo), True),
-    "attr-link-dev-zero": (guild_path("attrs/label", symlink_to("/dev/zero")), True),
-    "attr-link-regular-file": (guild_path("attrs/label", symlink_to("../opref")), False),
-    "attr-link-missing": (guild_path("attrs/label", symlink_to("missing")), True),
-    "attr-a-directory": (guild_path("attrs/label", make_dir), True),
-    "attrs-a-file": (guild_path("attrs", make_file("x\n")), False),
-    "attrs-missing": (guild_path("attrs", lambda path: None), False),
+    "attr-binary": (attr_bytes("label", bytes(range(256))), "attrs/label is not UTF-8"),
+    "attr-latin1": (attr_bytes("label", "caf\xe9\n".encode("latin-1")), "attrs/label is not UTF-8"),
+    "attr-utf8-bom": (attr_bytes("label", "\ufeffbom\n".encode()), None),
+    "attr-huge-sparse": (lambda run: sparse_file(write_attr(run, "label", ""), 2**33), "attrs/label: larger than 67108864 bytes"),
+    "attr-fifo": (guild_path("attrs/label", make_fifo), "attrs/label: not a regular file (a FIFO)"),
+    "attr-link-dev-zero": (guild_path("attrs/label", symlink_to("/dev/zero")), "attrs/label: not a regular file (a character device)"),
+    "attr-link-regular-file": (guild_path("attrs/label", symlink_to("../opref")), None),
+    "attr-link-missing": (guild_path("attrs/label", symlink_to("missing")), "attrs/label: No such file"),
+    "attr-a-directory": (guild_path("attrs/label", make_dir), "attrs/label: not a regular file (a directory)"),
+    "attrs-a-file": (guild_path("attrs", make_file("x\n")), None),
+    "attrs-missing": (guild_path("attrs", lambda path: None), None),
     # .guild and opref
-    "guild-dir-empty": (guild_path(".", lambda path: path.mkdir()), False),
-    "guild-a-file": (guild_path(".", make_file("x")), False),
-    "guild-missing": (guild_path(".", lambda path: None), False),
-    "opref-empty": (guild_path("opref", make_file("")), True),
-    "opref-garbage": (guild_path("opref", make_file("'unterminated\n")), True),
-    "opref-binary": (guild_path("opref", lambda path: path.write_bytes(bytes(range(256)))), True),
-    "opref-huge-sparse": (guild_path("opref", lambda path: sparse_file(path, 2**33)), True),
-    "opref-fifo": (guild_path("opref", make_fifo), True),
-    "opref-link-dev-zero": (guild_path("opref", symlink_to("/dev/zero")), True),
-    "opref-a-directory": (guild_path("opref", make_dir), True),
-    "proto-loop": (proto_loop, False),
-    "lock-fifo": (lambda run: (write_attr(run, "exit_status", ""), os.mkfifo(run / ".guild" / "LOCK")), False),
-    "lock-remote-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / ".guild" / "LOCK.remote"), False),
+    "guild-dir-empty": (guild_path(".", lambda path: path.mkdir()), None),
+    "guild-a-file": (guild_path(".", make_file("x")), None),
+    "guild-missing": (guild_path(".", lambda path: None), None),
+    "opref-empty": (guild_path("opref", make_file("")), "cannot parse .guild/opref"),
+    "opref-garbage": (guild_path("opref", make_file("'unterminated\n")), "cannot parse .guild/opref"),
+    "opref-binary": (guild_path("opref", lambda path: path.write_bytes(bytes(range(256)))), "opref is not UTF-8"),
+    "opref-huge-sparse": (guild_path("opref", lambda path: sparse_file(path, 2**33)), "opref: larger than 65536 bytes"),
+    "opref-fifo": (guild_path("opref", make_fifo), "opref: not a regular file (a FIFO)"),
+    "opref-link-dev-zero": (guild_path("opref", symlink_to("/dev/zero")), "opref: not a regular file (a character device)"),
+    "opref-a-directory": (guild_path("opref", make_dir), "opref: not a regular file (a directory)"),
+    "proto-loop": (proto_loop, None),
+    "lock-fifo": (lambda run: (write_attr(run, "exit_status", ""), os.mkfifo(run / ".guild" / "LOCK")), None),
+    "lock-remote-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / ".guild" / "LOCK.remote"), None),
     # Event files and directories
-    "event-truncated": (event_file(valid_event()[:-3]), True),
-    "event-bad-crc": (event_file(_corrupt_crc(valid_event())), True),
-    "event-huge-length": (event_file(_huge_length(valid_event())), True),
-    "event-zero-length": (event_file(b""), False),
-    "event-garbage": (event_file(os.urandom(4096)), True),
-    "event-file-a-directory": (lambda run: (run / "events.out.tfevents.1764400001.dir").mkdir(), False),
-    "event-fifo": (lambda run: os.mkfifo(run / "events.out.tfevents.1764400001.fifo"), True),
-    "event-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / "events.out.tfevents.1764400001.z"), True),
-    "event-link-missing": (lambda run: os.symlink("missing", run / "events.out.tfevents.1764400001.m"), True),
-    "event-dir-mode-000": (event_dir_mode_000, False),
-    "two-links-to-dot": (self_links, False),
-    "link-to-root-dir": (lambda run: os.symlink("/", run / "root"), False),
-    "deep-directories": (lambda run: nested(run, 300), True),
+    "event-truncated": (event_file(valid_event()[:-3]), "cut short"),
+    "event-bad-crc": (event_file(_corrupt_crc(valid_event())), "record data crc32c mismatch"),
+    "event-huge-length": (event_file(_huge_length(valid_event())), "events.out.tfevents.1764400001.bad: "),
+    "event-zero-length": (event_file(b""), None),
+    "event-garbage": (event_file(os.urandom(4096)), "events.out.tfevents.1764400001.bad: "),
+    "event-file-a-directory": (lambda run: (run / "events.out.tfevents.1764400001.dir").mkdir(), None),
+    "event-fifo": (lambda run: os.mkfifo(run / "events.out.tfevents.1764400001.fifo"), "not a regular file (a FIFO)"),
+    "event-link-dev-zero": (lambda run: os.symlink("/dev/zero", run / "events.out.tfevents.1764400001.z"), "not a regular file (a character device)"),
+    "event-link-missing": (lambda run: os.symlink("missing", run / "events.out.tfevents.1764400001.m"), "cannot read: No such file"),
+    "event-dir-mode-000": (event_dir_mode_000, None),
+    "two-links-to-dot": (self_links, None),
+    "link-to-root-dir": (lambda run: os.symlink("/", run / "root"), None),
+    "deep-directories": (lambda run: nested(run, 300), "more than 200 deep"),
     # Things in the run roots that are not run directories
-    "run-a-file": (whole_run(make_file("not a run\n")), False),
-    "run-a-fifo": (whole_run(make_fifo), False),
-    "run-link-outside-home": (outside_run, False),
-    "run-link-missing": (whole_run(symlink_to("/nonexistent/run")), False),
-    "run-link-dev-zero": (whole_run(symlink_to("/dev/zero")), False),
-    "run-link-to-itself": (lambda run: replace_with(run, lambda path: os.symlink(path.name, path)), False),
+    "run-a-file": (whole_run(make_file("not a run\n")), None),
+    "run-a-fifo": (whole_run(make_fifo), None),
+    "run-link-outside-home": (outside_run, None),
+    "run-link-missing": (whole_run(symlink_to("/nonexistent/run")), None),
+    "run-link-dev-zero": (whole_run(symlink_to("/dev/zero")), None),
+    "run-link-to-itself": (lambda run: replace_with(run, lambda path: os.symlink(path.name, path)), None),
 }
+
+
+# Kinds that leave no run directory where the bad run was.
+NOT_RUNS = {"guild-a-file", "guild-dir-empty", "guild-missing", "run-a-fifo", "run-a-file",
+            "run-link-dev-zero", "run-link-missing", "run-link-to-itself"}
 
 
 def test_the_corpus_is_large_enough():
@@ -375,6 +386,17 @@ def _rows_of(conn, run_id):
 # One kind at a time, in process
 
 
+def assert_reported(problems, expected):
+    """Only the bad run has problems, the expected one, and it was read, not given up on."""
+    if expected is None:
+        assert problems == []
+        return
+    assert len(problems) == 1, problems
+    run_id, text = problems[0]
+    assert run_id.startswith("bad") and expected in text, problems
+    assert "cannot read the run" not in text
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_a_bad_run_is_indexed_reported_and_left_alone(template, tmp_path, kind):
     healthy_home, healthy_ids, healthy_rows = template
@@ -387,10 +409,11 @@ def test_a_bad_run_is_indexed_reported_and_left_alone(template, tmp_path, kind):
         with time_limit(SECONDS_PER_KIND):
             first = index.refresh()
             second = index.refresh()
+            indexed = sum(index.counts())
             listings = [invoke(home, "runs", "list", "-a", *flags) for flags in ((), ("--deleted",))]
-        assert all(run_id.startswith("bad") for run_id, _ in first.problems), first.problems
-        assert bool(first.problems) == KINDS[kind][1], first.problems
+        assert_reported(first.problems, KINDS[kind][1])
         assert (second.added, second.updated, second.problems) == (0, 0, [])
+        assert indexed == len(healthy_ids) + (kind not in NOT_RUNS)
     finally:
         index.close()
     for listing in listings:
@@ -444,3 +467,98 @@ def test_every_kind_at_once_through_the_script(template, tmp_path):
         if args in expected:
             assert healthy_listing(result, set(healthy_ids)) == healthy_listing(expected[args], set(healthy_ids))
     assert tree_hash(home) == before
+
+
+# ---------------------------------------------------------------------------
+# The pieces
+
+
+def test_only_regular_files_are_read_and_only_up_to_their_limit(tmp_path):
+    regular = tmp_path / "regular"
+    regular.write_bytes(b"12345")
+    os.symlink(regular, tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    cases = {
+        regular: b"12345",
+        tmp_path / "link": b"12345",  # Guild follows links to files, and so does runq
+        tmp_path / "fifo": "not a regular file (a FIFO)",
+        tmp_path: "not a regular file (a directory)",
+        Path("/dev/zero"): "not a regular file (a character device)",
+        tmp_path / "missing": "No such file",
+    }
+    with time_limit(10):
+        for path, expected in cases.items():
+            try:
+                assert read_regular(path, 5) == expected
+            except OSError as e:
+                assert expected in error_text(e)
+    with pytest.raises(OSError, match="larger than 4 bytes"):
+        read_regular(regular, 4)
+
+
+@pytest.mark.parametrize(
+    "value, stored",
+    [
+        (2**63 - 1, 2**63 - 1),
+        (2**63, float(2**63)),
+        (-(2**70), -float(2**70)),
+        (10**400, math.inf),
+        (-(10**400), -math.inf),
+        (math.inf, math.inf),
+        (math.nan, None),
+        (True, 1),
+    ],
+)
+def test_numbers_are_stored_as_sqlite_can_bind_them_in_the_same_order(value, stored):
+    assert stored_number(value) == stored
+    sqlite3.connect(":memory:").execute("SELECT ?", (stored_number(value),))
+
+
+@pytest.mark.parametrize(
+    "text, stored",
+    [
+        ("plain", "plain"),
+        ("café 日本", "café 日本"),
+        ("bad-\udcff\udcfe-run", "bad-\\xff\\xfe-run"),  # bytes of a file name that are not UTF-8
+        ("\ud800 lone", "\\ud800 lone"),  # what a YAML \u escape can make
+    ],
+)
+def test_text_is_stored_as_utf8_with_lone_surrogates_escaped(text, stored):
+    assert storable_text(text) == stored
+    assert disk_path(stored) == text or "\\x" not in stored
+
+
+def test_table_cells_stay_on_one_line_and_times_out_of_range_show_empty():
+    assert _one_line("two\nlines\x1b[2J") == "two\\nlines\\x1b[2J"
+    assert _one_line("résumé — ok") == "résumé — ok"
+    for timestamp in (math.inf, -math.inf, 1e30, float(2**63)):
+        assert started_text(timestamp) == ""
+
+
+def test_links_back_into_a_run_are_walked_once(tmp_path):
+    run = write_run(tmp_path / "run")
+    self_links(run)
+    with time_limit(10):
+        found = [prefix for prefix, _ in event_dirs(str(run))]
+    assert found == ["", ".guild"]
+
+
+def test_a_run_whose_name_is_not_utf8_can_be_deleted_restored_and_purged(template, tmp_path):
+    home = tmp_path / "home"
+    copy_home(template[0], home)
+    add_bad_run(home, "run-name-not-utf8")
+    name = "bad-\udcff\udcfe-run"
+    listed = invoke(home, "runs", "list", "--json")
+    assert "bad-\\\\xff\\\\xfe-run" in listed.stdout  # JSON of the escaped id
+    for args, where in (
+        (("runs", "delete", "-y", "bad-"), "trash/runs"),
+        (("runs", "restore", "-y", "bad-"), "runs"),
+        (("runs", "delete", "-y", "bad-"), "trash/runs"),
+    ):
+        result = invoke(home, *args)
+        assert result.exit_code == 0, result.output
+        assert (home / where / name).is_dir()
+    result = invoke(home, "runs", "purge", "-y", "bad-")
+    assert result.exit_code == 0, result.output
+    assert not os.path.lexists(home / "trash" / "runs" / name)
+    assert invoke(home, "runs", "list", "-a", "--deleted").stdout.count("bad-") == 0
