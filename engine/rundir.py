@@ -93,7 +93,7 @@ def read_attrs(attrs_dir, problems):
     rows, values = [], {}
     for name in sorted(_listdir(attrs_dir)):
         if not _is_text(name):  # no filter can name it, and SQLite cannot store it
-            problems.append(f"attribute name {escaped_name(name)} is not UTF-8")
+            problems.append(f"attribute name {storable_text(name)} is not UTF-8")
             continue
         if name in LAZY_ATTRS:  # read and decoded only when a filter names it
             rows.append((name, "raw", None, None, None, None))
@@ -182,10 +182,9 @@ def _timestamp(value, name, problems):
     them) and NaN, which no order places, is no time."""
     if value is None:
         return None
-    number = _storable_number(value)
-    if number is None and _number_or_none(value) is None:
+    if _number_or_none(value) is None:
         problems.append(f"attribute {name} is not a number")
-    return number
+    return _storable_number(value)
 
 
 # Status
@@ -356,26 +355,34 @@ def read_scalars(run_dir, problems):
     return rows, event_paths
 
 
-# Guild walks a run following links into runs; a link loop would have it
-# walk forever. runq visits each real directory once, MAX_WALK_DEPTH deep.
+# Guild walks a run following the links that lead to runs (a batch links
+# its trials); a link back to the run or between two runs would have it walk
+# forever. runq enters the run each link leads to once, MAX_WALK_DEPTH deep.
 MAX_WALK_DEPTH = 200
 
 
 def event_dirs(run_dir, problems=None):
     """(prefix, dir) of each directory holding event files, as Guild walks them."""
-    visited = set()
+    entered = set()
+    _first_visit(run_dir, entered)
     for root, dirs, files in os.walk(run_dir, followlinks=True):
         rel = os.path.relpath(root, run_dir)
-        if not _first_visit(root, visited) or _too_deep(rel, problems):
+        if _too_deep(rel, problems):
             dirs[:] = []
             continue
-        dirs[:] = [d for d in dirs if not _is_foreign_link(os.path.join(root, d))]
+        dirs[:] = [d for d in dirs if _may_enter(os.path.join(root, d), entered)]
         if not any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
             continue
         if not _is_text(rel):
-            _note(problems, f"event directory {escaped_name(rel)}: name is not UTF-8, not read")
+            _note(problems, f"event directory {storable_text(rel)}: name is not UTF-8, not read")
             continue
         yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+
+
+def _may_enter(path, entered):
+    if not os.path.islink(path):
+        return True
+    return is_run_dir(path) and _first_visit(path, entered)
 
 
 def _first_visit(path, visited):
@@ -404,16 +411,12 @@ def _event_files(dir_path, problems):
     try:
         paths = tfevents.loaded_event_files(dir_path)
     except OSError as e:
-        _note(problems, f"cannot list {escaped_name(os.path.basename(dir_path))}: {error_text(e)}")
+        _note(problems, f"cannot list {storable_text(os.path.basename(dir_path))}: {error_text(e)}")
         return []
     for path in paths:
         if not _is_text(path.name):
-            _note(problems, f"event file {escaped_name(path.name)}: name is not UTF-8, not read")
+            _note(problems, f"event file {storable_text(path.name)}: name is not UTF-8, not read")
     return [path for path in paths if _is_text(path.name)]
-
-
-def _is_foreign_link(path):
-    return os.path.islink(path) and not is_run_dir(path)
 
 
 def _preferred_prefixes(summaries):
@@ -533,9 +536,8 @@ def _note(problems, text):
 
 def _shown_path(path):
     """A run file's path from its .guild directory on, for a problems line."""
-    parts = path.split(os.sep)
-    start = len(parts) - 1 - parts[::-1].index(".guild") if ".guild" in parts else len(parts) - 1
-    return escaped_name("/".join(parts[start:]))
+    start = path.rfind("/.guild/")
+    return storable_text(path[start + 1 :] if start >= 0 else os.path.basename(path))
 
 
 def _is_text(name):
@@ -545,8 +547,6 @@ def _is_text(name):
         return False
     return True
 
-
-escaped_name = storable_text
 
 _ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
 

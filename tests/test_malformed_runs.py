@@ -436,7 +436,7 @@ COMMANDS = (
     ("index",),
     ("index", "--rebuild"),
     ("runs", "purge", "--dry-run"),
-    ("-v", "runs", "list", "-a", "-F", "label contains lol or flag:lr > 1"),
+    ("-v", "runs", "list", "-a", "-F", "label contains lol or flag:lr > 1 or env contains lol"),
 )
 
 
