@@ -338,10 +338,14 @@ def invoke(home, *args):
     return CliRunner().invoke(app, ["-H", str(home), "--now", NOW.isoformat(), *args])
 
 
+class Hung(BaseException):
+    """Raised by the alarm: a BaseException, so that no `except Exception` in runq swallows it."""
+
+
 @contextmanager
 def time_limit(seconds):
     def expire(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s")
+        raise Hung(f"still running after {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
