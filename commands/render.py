@@ -2,6 +2,7 @@
 
 import functools
 import json
+import math
 import os
 import sys
 from datetime import datetime
@@ -137,16 +138,21 @@ def run_json(run):
         "id": run.id,
         "index": run.position,
         "operation": run.operation,
-        "started": run.started,
+        "started": _json_number(run.started),
         "started_text": started_text(run.started),
-        "stopped": run.stopped,
+        "stopped": _json_number(run.stopped),
         "status": run.status,
-        "exit_status": run.exit_status,
+        "exit_status": _json_number(run.exit_status),
         "label": run.label,
         "marked": bool(run.marked),
         "deleted": bool(run.deleted),
         "run_dir": run.dir,
     }
+
+
+def _json_number(number):
+    """JSON has no infinities: a time or exit status out of every range is null."""
+    return None if isinstance(number, float) and not math.isfinite(number) else number
 
 
 def print_json(runs):

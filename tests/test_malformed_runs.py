@@ -451,9 +451,13 @@ def run_script(home, *args):
 
 
 def healthy_listing(result, healthy_ids):
-    runs = json.loads(result.stdout)
+    runs = json.loads(result.stdout, parse_constant=_refuse)  # strict JSON: no Infinity, no NaN
     return [{k: v for k, v in run.items() if k not in ("index", "run_dir")}
             for run in runs if run["id"] in healthy_ids]
+
+
+def _refuse(constant):
+    raise ValueError(f"{constant} is not JSON")
 
 
 def test_every_kind_at_once_through_the_script(template, tmp_path):
