@@ -34,22 +34,24 @@ def read_regular(path, limit):
             raise NotRegularFile(errno.EINVAL, f"not a regular file ({_file_type(st.st_mode)})")
         if st.st_size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
-        return _read_at_most(fd, limit)
+        return _read_at_most(fd, st.st_size, limit)
     finally:
         os.close(fd)
 
 
-def _read_at_most(fd, limit):
-    """Everything up to `limit` bytes; a file that grows past it while being read is refused."""
-    chunks, size = [], 0
+def _read_at_most(fd, expected, limit):
+    """Everything up to `limit` bytes; a file that grows past it while being read is refused.
+    The first read asks for the size fstat gave (os.read allocates what it is asked for)."""
+    chunks, size, ask = [], 0, expected + 1
     while True:
-        chunk = os.read(fd, min(limit + 1 - size, 2**24))
+        chunk = os.read(fd, min(ask, limit + 1 - size))
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        ask = 2**16
 
 
 _FILE_TYPES = (
