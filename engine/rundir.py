@@ -72,7 +72,7 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
     run["watched"] = "\n".join(watched_paths(values, event_paths, is_finished(run)))
     run["signature"] = signature(run_dir, run["watched"])
-    run["problems"] = "; ".join(problems) or None
+    run["problems"] = storable_text("; ".join(problems)) or None
     return record
 
 
@@ -80,7 +80,8 @@ def unreadable_run(run_dir, run_id, deleted, listing, error):
     """The record of a run that could not be read: listed, with an error status."""
     run = dict.fromkeys(RUN_FIELDS)
     run.update(id=run_id, deleted=int(deleted), dir=str(run_dir), listing=listing, status="error",
-               marked=0, comments_text="", watched=".guild", problems=f"cannot read the run: {error}")
+               marked=0, comments_text="", watched=".guild",
+               problems=storable_text(f"cannot read the run: {error}"))
     run["signature"] = signature(run_dir, run["watched"])
     return RunRecord(run=run)
 

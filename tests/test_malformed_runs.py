@@ -32,7 +32,7 @@ from runq.commands.render import _one_line, started_text
 from runq.engine.files import error_text, read_regular
 from runq.engine.home import GuildHome
 from runq.engine.indexer import Index
-from runq.engine.rundir import disk_path, event_dirs
+from runq.engine.rundir import disk_path, event_dirs, unreadable_run
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
 from runq.engine.tfevents import masked_crc32c, write_event_file
 from runq.engine.values import storable_text, stored_number
@@ -574,3 +574,10 @@ def test_a_run_whose_name_is_not_utf8_can_be_deleted_restored_and_purged(templat
     assert result.exit_code == 0, result.output
     assert not os.path.lexists(home / "trash" / "runs" / name)
     assert invoke(home, "runs", "list", "-a", "--deleted").stdout.count("bad-") == 0
+
+
+def test_a_run_that_cannot_be_read_at_all_is_stored_with_a_storable_problem(tmp_path):
+    error = OSError(2, "No such file or directory", str(tmp_path / "bad-\udcff"))
+    record = unreadable_run(str(tmp_path), "bad", 0, 0, error)
+    assert "bad-\\xff" in record.run["problems"]
+    sqlite3.connect(":memory:").execute("SELECT ?", (record.run["problems"],))
