@@ -577,7 +577,6 @@ def test_a_run_whose_name_is_not_utf8_can_be_deleted_restored_and_purged(templat
 
 
 def test_a_run_that_cannot_be_read_at_all_is_stored_with_a_storable_problem(tmp_path):
-    error = OSError(2, "No such file or directory", str(tmp_path / "bad-\udcff"))
-    record = unreadable_run(str(tmp_path), "bad", 0, 0, error)
+    record = unreadable_run(str(tmp_path), "bad", 0, 0, ValueError("cannot use bad-\udcff"))
     assert "bad-\\xff" in record.run["problems"]
     sqlite3.connect(":memory:").execute("SELECT ?", (record.run["problems"],))
