@@ -257,14 +257,15 @@ class Index:
         for chunk in _chunks(sorted(set(wanted)), 10000):
             query = f"SELECT key FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
             taken.update(row[0] for row in self.conn.execute(query, chunk))
-        highest = None
+        next_free = None  # past every key in use: found at the first key taken
         for record, key in zip(records, wanted):
             if key in taken:
-                if highest is None:
-                    highest = max(self.conn.execute("SELECT COALESCE(MAX(key), 0) FROM runs").fetchone()[0], *taken)
-                key = highest = highest + 1
+                if next_free is None:
+                    next_free = max(self.conn.execute("SELECT COALESCE(MAX(key), 0) FROM runs").fetchone()[0], *taken) + 1
+                while next_free in taken:
+                    next_free += 1
+                key = next_free
             taken.add(key)
-            highest = key if highest is not None and key > highest else highest
             record.run["key"] = key
 
     def delete_rows(self, run_ids):

@@ -580,3 +580,18 @@ def test_a_run_that_cannot_be_read_at_all_is_stored_with_a_storable_problem(tmp_
     record = unreadable_run(str(tmp_path), "bad", 0, 0, ValueError("cannot use bad-\udcff"))
     assert "bad-\\xff" in record.run["problems"]
     sqlite3.connect(":memory:").execute("SELECT ?", (record.run["problems"],))
+
+
+def test_many_runs_with_the_same_time_or_none_are_all_indexed(tmp_path):
+    home = tmp_path / "home"
+    for number in range(130):  # several chunks of runs read together
+        run = write_run(home / "runs" / f"same{number:028d}")
+        if number % 2:
+            for name in ("started", "initialized"):
+                (run / ".guild" / "attrs" / name).unlink()
+    index = Index(GuildHome(home))
+    try:
+        report = index.refresh(workers=1)
+        assert (report.added, report.problems, index.counts()) == (130, [], (130, 0))
+    finally:
+        index.close()
