@@ -224,6 +224,8 @@ KINDS = {
     "alias-bomb-label": (attr_bytes("label", alias_bomb()), "aliases expand to more than"),
     "alias-bomb-flags": (attr_bytes("flags", alias_bomb()), "aliases expand to more than"),
     "alias-bomb-lazy-env": (attr_bytes("env", alias_bomb()), None),
+    "lazy-env-fifo": (guild_path("attrs/env", make_fifo), None),  # read when a filter names it
+    "lazy-env-link-dev-zero": (guild_path("attrs/env", symlink_to("/dev/zero")), None),
     "recursive-alias": (attr_bytes("flags", "a: &x [*x]\n"), "recursive alias"),
     "deep-flow-nesting": (attr_bytes("flags", "[" * 100_000), "attribute flags: YAML value cannot be built (RecursionError)"),
     "deep-block-nesting": (attr_bytes("label", "".join(" " * i + "- \n" for i in range(3000))), "attribute label: YAML value cannot be built (RecursionError)"),
@@ -431,6 +433,9 @@ def test_a_bad_run_is_indexed_reported_and_left_alone(template, tmp_path, kind):
     for run_id in healthy_ids:
         assert any(f":{run_id[:8]}]" in listing.stdout for listing in listings)
     assert _indexed_rows(home, set(healthy_ids)) == healthy_rows
+    with time_limit(SECONDS_PER_KIND):  # after the rows: it decodes the healthy runs' env too
+        filtered = invoke(home, "runs", "list", "-a", "-F", "env contains lol or label contains lol")
+    assert filtered.exit_code == 0, filtered.output
     assert tree_hash(tmp_path, home / "cache") == before
 
 
