@@ -104,9 +104,7 @@ def event_file(data):
 
 
 def nested(run, depth):
-    path = run
-    for i in range(depth):
-        path = path / "d"
+    path = Path(run, *["d"] * depth)
     path.mkdir(parents=True)
     write_event_file(path / "events.out.tfevents.1764400002.deep", [("acc", 0.9, 1)], wall_time=1764400002)
 
