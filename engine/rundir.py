@@ -72,7 +72,7 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
     run["watched"] = "\n".join(watched_paths(values, event_paths, is_finished(run)))
     run["signature"] = signature(run_dir, run["watched"])
-    run["problems"] = storable_text("; ".join(problems)) or None
+    run["problems"] = storable_text("; ".join(dict.fromkeys(problems))) or None  # once each (walks list .guild too)
     return record
 
 
@@ -92,7 +92,7 @@ def unreadable_run(run_dir, run_id, deleted, listing, error):
 def read_attrs(attrs_dir, problems):
     """(attrs rows, {name: decoded value}) for every attribute file."""
     rows, values = [], {}
-    for name in sorted(_listdir(attrs_dir)):
+    for name in sorted(_listdir(attrs_dir, problems)):
         if not _is_text(name):  # no filter can name it, and SQLite cannot store it
             problems.append(f"attribute name {storable_text(name)} is not UTF-8")
             continue
@@ -366,7 +366,8 @@ def event_dirs(run_dir, problems=None):
     """(prefix, dir) of each directory holding event files, as Guild walks them."""
     entered = set()
     _first_visit(run_dir, entered)
-    for root, dirs, files in os.walk(run_dir, followlinks=True):
+    cannot_list = lambda e: _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
+    for root, dirs, files in os.walk(run_dir, onerror=cannot_list, followlinks=True):
         rel = os.path.relpath(root, run_dir)
         if _too_deep(rel, problems):
             dirs[:] = []
@@ -560,11 +561,19 @@ def disk_path(path):
     return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), path)
 
 
-def _listdir(path):
+def _listdir(path, problems=None):
+    """A directory's entries; none when it cannot be listed (a problem unless it is missing)."""
     try:
         return os.listdir(path)
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        _note(problems, f"cannot list {_shown_path(path)}: {error_text(e)}")
+        return []
+
+
+def _relative(path, run_dir):
+    return storable_text(os.path.relpath(path, run_dir)) if path else "a directory"
 
 
 def _number_or_none(value):

@@ -244,7 +244,7 @@ KINDS = {
     "attr-link-regular-file": (guild_path("attrs/label", symlink_to("../opref")), None),
     "attr-link-missing": (guild_path("attrs/label", symlink_to("missing")), "attrs/label: No such file"),
     "attr-a-directory": (guild_path("attrs/label", make_dir), "attrs/label: not a regular file (a directory)"),
-    "attrs-a-file": (guild_path("attrs", make_file("x\n")), None),
+    "attrs-a-file": (guild_path("attrs", make_file("x\n")), "cannot list .guild/attrs: Not a directory"),
     "attrs-missing": (guild_path("attrs", lambda path: None), None),
     # .guild and opref
     "guild-dir-empty": (guild_path(".", lambda path: path.mkdir()), None),
@@ -453,9 +453,9 @@ COMMANDS = (
 )
 
 
-def run_script(home, *args):
+def run_script(home, *args, wrapper=()):
     env = {**os.environ, "GUILD_HOME": str(home), "HOME": str(home.parent), "LC_ALL": "C.UTF-8"}
-    return subprocess.run([str(RUNQ_SCRIPT), "--now", NOW.isoformat(), *args], capture_output=True,
+    return subprocess.run([*wrapper, str(RUNQ_SCRIPT), "--now", NOW.isoformat(), *args], capture_output=True,
                           env=env, timeout=SECONDS_PER_COMMAND)
 
 
@@ -600,3 +600,51 @@ def test_many_runs_with_the_same_time_or_none_are_all_indexed(tmp_path):
         assert (report.added, report.problems, index.counts()) == (130, [], (130, 0))
     finally:
         index.close()
+
+
+# ---------------------------------------------------------------------------
+# Files runq may not read: root without the capabilities that bypass modes
+
+WITHOUT_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+def mode_000(rel):
+    return lambda run: os.chmod(run / rel, 0)
+
+
+# name -> (what is made unreadable, what the refresh reports, or None when it is no run)
+UNREADABLE = {
+    "attr-mode-000": (mode_000(".guild/attrs/label"), "cannot read .guild/attrs/label: Permission denied"),
+    "attrs-dir-mode-000": (mode_000(".guild/attrs"), "cannot list .guild/attrs: Permission denied"),
+    "opref-mode-000": (mode_000(".guild/opref"), "cannot read .guild/opref: Permission denied"),
+    "event-dir-mode-000": (event_dir_mode_000, "cannot list logs: Permission denied"),
+    "event-file-mode-000": (mode_000(".guild/events.out.tfevents.1764400000.host"), "Permission denied"),
+    "guild-dir-mode-000": (mode_000(".guild"), None),  # Guild cannot tell it is a run either
+    "run-dir-mode-000": (mode_000("."), None),
+}
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
+def test_files_runq_may_not_read_are_reported_not_fatal(template, tmp_path):
+    healthy_home, healthy_ids, _ = template
+    home = tmp_path / "home"
+    copy_home(healthy_home, home)
+    bad = {}
+    for kind, (make_unreadable, _) in UNREADABLE.items():
+        run = write_run(bad_run_dir(home, kind))
+        bad[run.name[:8]] = kind
+        make_unreadable(run)
+    before = tree_hash(tmp_path, home / "cache")
+    results = [run_script(home, *args, wrapper=WITHOUT_DAC) for args in
+               (("-v", "index", "--rebuild"), ("runs", "list", "-a"), ("runs", "list", "--deleted", "-a"))]
+    for result in results:
+        assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr
+    problems = dict(line.strip().split(": ", 1) for line in results[0].stderr.decode().splitlines()[1:])
+    for short, kind in bad.items():
+        expected = UNREADABLE[kind][1]
+        assert expected in problems.get(short, "") if expected else short not in problems, (kind, problems)
+    assert all(len(set(text.split("; "))) == len(text.split("; ")) for text in problems.values())  # once each
+    listed = (results[1].stdout + results[2].stdout).decode()
+    assert all(f":{run_id[:8]}]" in listed for run_id in healthy_ids)
+    assert all((f":{short}]" in listed) == bool(UNREADABLE[kind][1]) for short, kind in bad.items())
+    assert tree_hash(tmp_path, home / "cache") == before
