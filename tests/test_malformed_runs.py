@@ -25,6 +25,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from runq.commands.app import app
@@ -32,7 +34,7 @@ from runq.commands.render import _one_line, started_text
 from runq.engine.files import error_text, read_regular
 from runq.engine.home import GuildHome
 from runq.engine.indexer import Index
-from runq.engine.rundir import disk_path, event_dirs, unreadable_run
+from runq.engine.rundir import disk_path, event_dirs, read_run, unreadable_run
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
 from runq.engine.tfevents import masked_crc32c, write_event_file
 from runq.engine.values import storable_text, stored_number
@@ -648,3 +650,39 @@ def test_files_runq_may_not_read_are_reported_not_fatal(template, tmp_path):
     assert all(f":{run_id[:8]}]" in listed for run_id in healthy_ids)
     assert all((f":{short}]" in listed) == bool(UNREADABLE[kind][1]) for short, kind in bad.items())
     assert tree_hash(tmp_path, home / "cache") == before
+
+
+# ---------------------------------------------------------------------------
+# Any bytes in any file a run read: stored, never raised
+
+FUZZED_FILES = {
+    "label": ".guild/attrs/label",
+    "flags": ".guild/attrs/flags",
+    "started": ".guild/attrs/started",
+    "exit_status": ".guild/attrs/exit_status",
+    "comments": ".guild/attrs/comments",
+    "tags": ".guild/attrs/tags",
+    "opref": ".guild/opref",
+    "events": ".guild/events.out.tfevents.1764400000.host",
+}
+YAML_ALPHABET = "[]{}&*!|>?:-,# \n\t'\"\\abcxyz019.eE+_~\udcff\u2028\x00"
+FUZZ_EXAMPLES = int(os.environ.get("RUNQ_HYPOTHESIS_EXAMPLES", "300"))
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    file=st.sampled_from(sorted(FUZZED_FILES)),
+    data=st.binary(max_size=200)
+    | st.text(alphabet=YAML_ALPHABET, max_size=120).map(lambda text: text.encode("utf-8", "surrogatepass")),
+)
+def test_any_bytes_in_a_run_file_are_read_and_stored(tmp_path_factory, file, data):
+    home = tmp_path_factory.mktemp("fuzz")
+    run = write_run(home / "runs" / "fuzzed")
+    Path(run, FUZZED_FILES[file]).write_bytes(data)
+    record = read_run(str(run), "fuzzed", 0, 0)
+    index = Index(GuildHome(home))
+    try:
+        index.write_records([record])
+        assert index.counts() == (1, 0)
+    finally:
+        index.close()
