@@ -23,7 +23,9 @@ def run_compiled(index, compiled):
 
 
 def recheck(index, selection, runs, now):
-    """(runs still selected, runs skipped) after re-reading changed run dirs.
+    """(runs still selected, runs skipped) after reading every chosen run
+    again from its files: the selection is decided on what the disk holds
+    now, not on what signatures say.
 
     Filters are evaluated again; RUN arguments are not, so a run picked by
     its index stays picked even if newer runs appeared meanwhile.
@@ -41,9 +43,18 @@ def move(index, runs, to_deleted):
     return purge.move_runs(index, [run.id for run in runs], to_deleted)
 
 
-def stop_running(runs):
-    """Stops local running runs before they are deleted, as Guild does."""
-    return [run for run in runs if run.status == "running" and not run.remote and purge.stop_run(run.pid)]
+def stop_running(index, runs):
+    """Stops local running runs before they are deleted, as Guild does, but
+    only processes that are the runs' own; returns (stopped, not theirs)."""
+    outcomes = {
+        run.id: purge.stop_run(run.pid, index.home.run_dir(run.id, run.deleted), run.id, run.started)
+        for run in runs
+        if run.status == "running" and not run.remote
+    }
+    return (
+        [run for run in runs if outcomes.get(run.id) == "stopped"],
+        [run for run in runs if outcomes.get(run.id) == "not-ours"],
+    )
 
 
 __all__ = ["select", "recheck", "remove", "move", "stop_running", "DELETED"]
