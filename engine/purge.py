@@ -303,7 +303,7 @@ def _new_batch(area):
         try:
             os.mkdir(batch)
         except FileNotFoundError:  # the area was removed as empty meanwhile
-            os.mkdir(area)
+            os.makedirs(area, exist_ok=True)
             continue
         lock = _locked(batch, block=True)
         if lock is not None:
