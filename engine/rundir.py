@@ -9,8 +9,8 @@ a live process, which the indexer re-checks on every refresh.
 import os
 import shlex
 import time
-from stat import S_ISDIR
 from dataclasses import dataclass, field
+from stat import S_ISDIR
 from typing import Dict, List
 
 from .attrs import LAZY_ATTRS, decode_attr

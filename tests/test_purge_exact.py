@@ -339,7 +339,7 @@ def test_the_purge_area_on_another_file_system_than_the_runs_unlinks_in_place(tm
 
 def test_delete_and_restore_across_file_systems_copy_verify_and_remove(tmp_path):
     root = tmp_path / "home"
-    manifest = make_home(root, runs=10, seed=7)
+    make_home(root, runs=10, seed=7)
     order = listed(root, "--not-running")[:3]
     contents = {run_id: tree(root / "runs" / run_id) for run_id in order}
     trashed = {run_id: tree(root / "trash" / "runs" / run_id) for run_id in names(root / "trash" / "runs")}
