@@ -55,7 +55,6 @@ class RemovalReport:
 class MoveReport:
     moved: List[str] = field(default_factory=list)
     failed: List[tuple] = field(default_factory=list)  # (run id, why) left where they were
-    copied: List[str] = field(default_factory=list)  # moved across file systems
 
 
 def kill_point(name):
@@ -81,6 +80,7 @@ def remove_runs(index, run_ids, deleted, progress=None, background=False):
     home = index.home
     area = purge_area(home, home.root_dir(deleted))
     if area is None:
+        _remove_if_empty(home.purge_dir)
         return _remove_in_place(index, run_ids, deleted, progress)
     batch, lock = _new_batch(area)
     try:
@@ -147,9 +147,10 @@ def _unlink_in_place(path, run_id, report):
         report.missing.append(run_id)
         return
     try:
-        if not os.path.islink(path):
+        device = _device(path.parent)
+        if _device(path) == device and not os.path.islink(path):
             _unlink_quietly(path / ".guild" / "opref")
-        freed, left = _unlink_tree(path, _device(path.parent))
+        freed, left = _unlink_tree(path, device)
     except OSError as e:
         report.failed.append((run_id, e.strerror or str(e)))
         return
@@ -184,8 +185,6 @@ def _move_one(src, dest, run_id, report):
         return
     if how:
         report.moved.append(run_id)
-    if how == "copied":
-        report.copied.append(run_id)
 
 
 def _move_run(src, dest):
