@@ -7,6 +7,8 @@ that they no longer pass the filters, or vanished.
 
 from dataclasses import replace
 
+from sqlglot import exp
+
 from . import purge
 from .compiler import compile_selection
 from .executor import select_runs
@@ -30,9 +32,15 @@ def recheck(index, selection, runs, now):
     Filters are evaluated again; RUN arguments are not, so a run picked by
     its index stays picked even if newer runs appeared meanwhile.
     """
-    index.recheck([run.id for run in runs])
-    passing = {run.id for run in select(index, replace(selection, runs=()), now)}
+    compiled = compile_selection(replace(selection, runs=()), now)
+    index.recheck([run.id for run in runs], events=_uses_scalars(compiled))
+    passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]
+
+
+def _uses_scalars(compiled):
+    """Whether a selection reads scalars: only then must a re-check read event files."""
+    return any(table.name == "scalars" for table in compiled.expression.find_all(exp.Table))
 
 
 def remove(index, runs, deleted, progress=None, background=False):

@@ -164,10 +164,10 @@ class Index:
                 found[name] = (deleted, position, f"{root}/{name}")
         return found
 
-    def _read_and_store(self, to_read, report, progress, workers):
+    def _read_and_store(self, to_read, report, progress, workers, events=True):
         total = len(to_read)
         done = 0
-        for records in _read_runs(to_read, workers):
+        for records in _read_runs(to_read, workers, events):
             gone = [item for item in records if isinstance(item, str)]
             self.delete_rows(gone)
             records = [r for r in records if not isinstance(r, str)]
@@ -190,11 +190,12 @@ class Index:
                 changed += 1
         return changed
 
-    def recheck(self, run_ids):
+    def recheck(self, run_ids, events=True):
         """Reads these runs again from their files, whatever their signatures
         say (a signature can be fooled: a write that keeps the size, with its
         mtime put back), and forgets those that are gone; returns how many
-        were read."""
+        were read. Without `events`, their event files are not read and
+        their scalars stay as indexed (for selections that use none)."""
         found = []
         for chunk in _chunks(list(run_ids), 10000):
             query = f"SELECT id, deleted, listing FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
@@ -203,7 +204,7 @@ class Index:
                    for run_id, deleted, listing in found]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self._read_and_store(to_read, RefreshReport(), None, None)
+            self._read_and_store(to_read, RefreshReport(), None, None, events)
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -232,6 +233,9 @@ class Index:
     def write_records(self, records):
         if not records:
             return
+        for record in records:
+            if record.scalars is None:  # not read: the stored rows stay
+                record.scalars = self._scalar_rows(record.id)
         self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
         columns = rundir.RUN_FIELDS
@@ -242,6 +246,11 @@ class Index:
         for table, rows in _child_rows(records).items():
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
+
+    def _scalar_rows(self, run_id):
+        columns = CHILD_TABLES["scalars"].split(", ", 1)[1]
+        query = f"SELECT {columns} FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = ?)"
+        return self.conn.execute(query, (run_id,)).fetchall()
 
     def _indexed(self, run_ids):
         """The ones of these runs the index holds."""
@@ -346,25 +355,30 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _read_runs(to_read, workers):
+def _read_runs(to_read, workers, events=True):
     """Yields lists of RunRecords (or the ids of dirs that are not runs)."""
     chunks = _chunks(to_read, CHUNK_RUNS)
+    read_chunk = _read_chunk if events else _read_chunk_without_events
     workers = workers or os.cpu_count() or 1
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
-        yield from map(_read_chunk, chunks)
+        yield from map(read_chunk, chunks)
         return
     from concurrent.futures import ProcessPoolExecutor  # only cold builds need a pool
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        yield from pool.map(_read_chunk, chunks)
+        yield from pool.map(read_chunk, chunks)
 
 
-def _read_chunk(items):
+def _read_chunk_without_events(items):
+    return _read_chunk(items, events=False)
+
+
+def _read_chunk(items, events=True):
     records = []
     for path, run_id, deleted, listing in items:
         try:
-            record = rundir.read_run(path, run_id, deleted, listing)
+            record = rundir.read_run(path, run_id, deleted, listing, events)
         except Exception as e:  # an unreadable run is indexed, never fatal
             record = rundir.unreadable_run(path, run_id, deleted, listing, e)
         records.append(record if record is not None else run_id)

@@ -44,8 +44,12 @@ def is_run_dir(path):
     return os.path.exists(os.path.join(path, ".guild", "opref"))
 
 
-def read_run(run_dir, run_id, deleted, listing=None):
-    """The RunRecord of a run directory, or None when it is not a run."""
+def read_run(run_dir, run_id, deleted, listing=None, events=True):
+    """The RunRecord of a run directory, or None when it is not a run.
+
+    Without `events`, event files are not read: the record's scalars are
+    None (keep the stored ones) and its signature None (a refresh reads the
+    whole run again)."""
     guild_dir = os.path.join(run_dir, ".guild")
     read_since = time.time_ns()
     opref_text = _read_text(os.path.join(guild_dir, "opref"))
@@ -65,9 +69,9 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.flags = _flags(values.get("flags"))
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
-    record.scalars, event_paths = read_scalars(run_dir, problems)
+    record.scalars, event_paths = read_scalars(run_dir, problems) if events else (None, [])
     run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
-    run["signature"] = signature(run_dir, run["watched"], read_since)
+    run["signature"] = signature(run_dir, run["watched"], read_since) if events else None
     run["problems"] = "; ".join(problems) or None
     return record
 

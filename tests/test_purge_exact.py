@@ -181,6 +181,56 @@ def test_delete_and_restore_re_read_chosen_runs_from_disk(home):
     assert record.run_dir(root).is_dir()
 
 
+def _scalar_count(root, run_id):
+    query = f"SELECT count(*) AS n FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = '{run_id}')"
+    result = runq(root, "--no-refresh", "sql", "--json", query)
+    return json.loads(result.stdout)[0]["n"]
+
+
+def test_a_re_check_reads_event_files_only_for_selections_that_use_scalars(home, monkeypatch):
+    root, manifest = home
+    live = next(r for r in manifest.live if r.scalars and r.status != "running")
+    trashed = [r for r in manifest.deleted if r.scalars][:2]
+    for record in [live, *trashed]:
+        attr_path(record.run_dir(root), "label").write_text(encode_attr("tidy-up"))
+    settle()
+    listed(root)
+    scalars_before = _scalar_count(root, live.id)
+    events_read = []
+    real_read_scalars = rundir.read_scalars
+    monkeypatch.setattr(rundir, "read_scalars", lambda path, problems: events_read.append(Path(path).name) or real_read_scalars(path, problems))
+    assert runq(root, "runs", "delete", "-y", "-Fl", "tidy-up").exit_code == 0
+    assert events_read == []
+    assert scalars_before and _scalar_count(root, live.id) == scalars_before  # kept as indexed
+    listed(root, "--deleted")
+    assert events_read == [live.id]  # the refresh after completes what the re-check left unread
+    events_read.clear()
+    assert runq(root, "runs", "purge", "-y", "-Fl", "tidy-up", trashed[0].id).exit_code == 0
+    assert events_read == []
+    result = runq(root, "runs", "purge", "-y", "-Fl", "tidy-up", "-F", f"id = '{trashed[1].id}'")
+    assert result.exit_code == 0 and "Permanently deleted 1 run(s)" in result.stderr, result.stderr
+    assert events_read == []
+    result = runq(root, "runs", "restore", "-y", "-F", "loss > -1000", live.id)
+    assert result.exit_code == 0, result.stderr
+    assert events_read == [live.id]  # this selection may read scalars: read them
+
+
+def test_a_scalar_changed_behind_a_stale_signature_is_seen_by_the_re_check(home):
+    root, manifest = home
+    record = manifest.deleted[3]
+    events = record.run_dir(root) / "events.out.tfevents.1.probe"
+    write_event_file(events, [("zzz_probe", 1.0, 1)], wall_time=1e9)
+    assert listed(root, "--deleted", "-F", "zzz_probe < 2") == [record.id]
+    before = os.stat(events)
+    write_event_file(events, [("zzz_probe", 5.0, 1)], wall_time=1e9)
+    os.utime(events, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(events).st_size == before.st_size
+    result = runq(root, "--no-refresh", "runs", "purge", "-y", "-F", "zzz_probe < 2")
+    assert result.exit_code == 0, result.stderr
+    assert f"skipped 1 run(s) that changed or vanished since they were selected: {record.id[:8]}" in result.stderr
+    assert record.run_dir(root).is_dir()
+
+
 # 3. In-place edits of any attribute
 
 
