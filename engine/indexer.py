@@ -234,8 +234,8 @@ class Index:
         if not records:
             return
         for record in records:
-            if record.scalars is None:  # not read: the stored rows stay
-                record.scalars = self._scalar_rows(record.id)
+            if record.scalars is None:  # event files not read: what the last whole read found stays
+                record.scalars, record.run["watched"], record.run["signature"] = self._unread_parts(record.id)
         self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
         columns = rundir.RUN_FIELDS
@@ -247,10 +247,13 @@ class Index:
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
 
-    def _scalar_rows(self, run_id):
+    def _unread_parts(self, run_id):
+        """(scalar rows, watched, signature) the index holds for a run."""
         columns = CHILD_TABLES["scalars"].split(", ", 1)[1]
         query = f"SELECT {columns} FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = ?)"
-        return self.conn.execute(query, (run_id,)).fetchall()
+        scalars = self.conn.execute(query, (run_id,)).fetchall()
+        row = self.conn.execute("SELECT watched, signature FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return (scalars, *(row or (None, None)))
 
     def _indexed(self, run_ids):
         """The ones of these runs the index holds."""

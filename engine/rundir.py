@@ -47,9 +47,10 @@ def is_run_dir(path):
 def read_run(run_dir, run_id, deleted, listing=None, events=True):
     """The RunRecord of a run directory, or None when it is not a run.
 
-    Without `events`, event files are not read: the record's scalars are
-    None (keep the stored ones) and its signature None (a refresh reads the
-    whole run again)."""
+    Without `events`, event files are not read: the record's scalars,
+    watched files and signature are None, for the indexer to keep the ones
+    of the run's last whole read (the signature still tells a refresh
+    whether anything changed since)."""
     guild_dir = os.path.join(run_dir, ".guild")
     read_since = time.time_ns()
     opref_text = _read_text(os.path.join(guild_dir, "opref"))
@@ -69,9 +70,12 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     record.flags = _flags(values.get("flags"))
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
-    record.scalars, event_paths = read_scalars(run_dir, problems) if events else (None, [])
-    run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
-    run["signature"] = signature(run_dir, run["watched"], read_since) if events else None
+    if events:
+        record.scalars, event_paths = read_scalars(run_dir, problems)
+        run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
+        run["signature"] = signature(run_dir, run["watched"], read_since)
+    else:
+        record.scalars = None
     run["problems"] = "; ".join(problems) or None
     return record
 
