@@ -261,17 +261,19 @@ def _stop_running(index, runs):
                    "(it started after the run; its pid was reused)", err=True)
 
 
-def _dry_run(runs, action, home):
+def _preview(runs, action, home):
     typer.echo(action.preview, err=True)
     render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
-    typer.echo(f"Guild home: {home}", err=True)
+    typer.echo(f"Guild home: {home}", err=True)  # which home, when several are at hand
+
+
+def _dry_run(runs, action, home):
+    _preview(runs, action, home)
     typer.echo(action.would.format(count=len(runs)) + " (dry run: nothing changed)", err=True)
 
 
 def _confirm_or_abort(runs, action, home):
-    typer.echo(action.preview, err=True)
-    render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
-    typer.echo(f"Guild home: {home}", err=True)
+    _preview(runs, action, home)
     if not confirm(action.prompt.format(count=len(runs)), action.default_yes):
         raise typer.Exit(ABORTED)
 
