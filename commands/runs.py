@@ -257,8 +257,8 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
 def _stop_running(index, runs):
     _, not_theirs = actions.stop_running(index, runs)
     for run in not_theirs:
-        typer.echo(f"runq: did not stop pid {run.pid} of {run.short_id}: that process is not the run's "
-                   "(it started after the run; its pid was reused)", err=True)
+        typer.echo(f"runq: did not stop pid {run.pid} of {run.short_id}: nothing shows that process is the run's "
+                   "(it started after the run, or its start is unknown)", err=True)
 
 
 def _preview(runs, action, home):
