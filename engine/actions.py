@@ -11,8 +11,9 @@ from sqlglot import exp
 
 from . import purge
 from .compiler import compile_selection
-from .executor import select_runs
+from .executor import query_plan, select_runs
 from .home import DELETED
+from .indexer import schema_text
 
 
 def select(index, selection, now):
@@ -22,6 +23,11 @@ def select(index, selection, now):
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
     return select_runs(index.conn, compiled)
+
+
+def plan(compiled):
+    """SQLite's query plan for a compiled selection, as (id, parent id, detail) rows."""
+    return query_plan(schema_text(), compiled.sql(), compiled.bound_params())
 
 
 def recheck(index, selection, runs, now):
@@ -65,4 +71,4 @@ def stop_running(index, runs):
     )
 
 
-__all__ = ["select", "recheck", "remove", "move", "stop_running", "DELETED"]
+__all__ = ["select", "plan", "recheck", "remove", "move", "stop_running", "DELETED"]

@@ -36,7 +36,7 @@ from typing import List
 
 from .errors import HomeError, RunqError
 from .home import DELETED, LIVE
-from .rundir import pid_alive
+from .rundir import disk_path, pid_alive
 
 KILL_AT_ENV = "RUNQ_TEST_KILL_AT"
 
@@ -262,7 +262,7 @@ def _move_aside(path):
 def _run_path(home, run_id, deleted):
     if not run_id or run_id in (".", "..") or "/" in run_id or "\0" in run_id:
         raise RunqError(f"refusing to touch a run named {run_id!r}")
-    return home.run_dir(run_id, deleted)
+    return Path(disk_path(str(home.run_dir(run_id, deleted))))
 
 
 def _device(path):
