@@ -50,20 +50,35 @@ class Action:
     nothing: str
     done: str
     would: str
-    perform: object  # (index, runs, progress, background) -> (count, extra text)
+    perform: object  # (index, runs, progress, background) -> (count, extra text, whether all went well)
 
 
 def _remove(index, runs, progress, background):
     report = actions.remove(index, runs, runs[0].deleted, progress, background)
-    for run_id, why in report.failed:
-        typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
+    if report.in_place:
+        typer.echo(f"runq: {index.home.purge_dir} is on another file system than the runs: "
+                   "they were unlinked where they were", err=True)
+    for path in report.left:
+        typer.echo(f"runq: left {path} in place: another file system is mounted there", err=True)
+    _report_failures(report.failed, "remove")
+    ok = not report.failed and not report.left
     if background:
-        return len(report.removed), " (their files are being unlinked in the background)"
-    return len(report.removed), f" ({render.size_text(report.bytes_freed)} reclaimed)"
+        return len(report.removed), " (their files are being unlinked in the background)", ok
+    return len(report.removed), f" ({render.size_text(report.bytes_freed)} reclaimed)", ok
 
 
 def _move(to_deleted):
-    return lambda index, runs, progress, background: (len(actions.move(index, runs, to_deleted)), "")
+    def move(index, runs, progress, background):
+        report = actions.move(index, runs, to_deleted)
+        _report_failures(report.failed, "move")
+        return len(report.moved), "", not report.failed
+
+    return move
+
+
+def _report_failures(failed, verb):
+    for run_id, why in failed:
+        typer.echo(f"runq: could not {verb} {run_id[:8]}: {why}", err=True)
 
 
 PURGE = Action(
@@ -233,11 +248,12 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
     if not runs:
         typer.echo(action.nothing, err=True)
         return
+    home = selected.index.home.path
     if dry_run:
-        _dry_run(runs, action)
+        _dry_run(runs, action, home)
         return
     if not yes:
-        _confirm_or_abort(runs, action)
+        _confirm_or_abort(runs, action, home)
         if action.source == LIVE:
             _confirm_stopping(runs)
     runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
@@ -250,21 +266,34 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
     if action.source == LIVE:
         # Only after the re-check: a stopped run writes its exit status, and
         # must not be skipped as changed after being stopped for deletion.
-        actions.stop_running(runs)
+        _stop_running(selected.index, runs)
     progress = None if background else progress_printer("Deleting runs", min_total=50)
-    count, extra = action.perform(selected.index, runs, progress, background)
+    count, extra, ok = action.perform(selected.index, runs, progress, background)
     typer.echo(action.done.format(count=count, extra=extra), err=True)
+    if not ok:
+        raise typer.Exit(1)
 
 
-def _dry_run(runs, action):
+def _stop_running(index, runs):
+    _, not_theirs = actions.stop_running(index, runs)
+    for run in not_theirs:
+        typer.echo(f"runq: did not stop pid {run.pid} of {run.short_id}: nothing shows that process is the run's "
+                   "(it started after the run, or its start is unknown)", err=True)
+
+
+def _preview(runs, action, home):
     typer.echo(action.preview, err=True)
     render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+    typer.echo(f"Guild home: {home}", err=True)  # which home, when several are at hand
+
+
+def _dry_run(runs, action, home):
+    _preview(runs, action, home)
     typer.echo(action.would.format(count=len(runs)) + " (dry run: nothing changed)", err=True)
 
 
-def _confirm_or_abort(runs, action):
-    typer.echo(action.preview, err=True)
-    render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+def _confirm_or_abort(runs, action, home):
+    _preview(runs, action, home)
     if not confirm(action.prompt.format(count=len(runs)), action.default_yes):
         raise typer.Exit(ABORTED)
 
