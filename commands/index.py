@@ -2,10 +2,12 @@
 
 import os
 from datetime import datetime
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
+from .remote import run_remote_index
 from .render import size_text
 from .session import open_index
 from ..engine.home import resolve_home
@@ -15,8 +17,11 @@ from ..engine.indexer import remove_index_files
 def index(
     ctx: typer.Context,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and build it again.")] = False,
+    remote: Annotated[Optional[str], typer.Option("--remote", "-r", metavar="REMOTE", help="The index on REMOTE.")] = None,
 ):
     """Refresh the index and show its state."""
+    if remote:
+        return run_remote_index(ctx, remote, rebuild)
     settings = ctx.obj
     if rebuild:
         home = resolve_home(settings.guild_home)
