@@ -73,7 +73,7 @@ def _write_server_config(root, port):
         "PubkeyAuthentication yes",
         f"PermitRootLogin {'yes' if os.geteuid() == 0 else 'no'}",
         "MaxSessions 50",
-        "LogLevel ERROR",
+        "LogLevel INFO",  # one "Accepted publickey" line per connection
     ]
     (root / "sshd_config").write_text("\n".join(lines) + "\n")
 
