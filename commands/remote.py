@@ -122,7 +122,7 @@ def root_words(ctx):
 
 def run_remote(ctx, remote_name):
     """`runq runs COMMAND -r REMOTE ...`."""
-    remote = remote_for_name(remote_name)
+    remote = _remote(ctx, remote_name)
     with SshSession(remote) as session:
         tool = session.locate()
         if tool == "runq":
@@ -132,11 +132,18 @@ def run_remote(ctx, remote_name):
 
 
 def run_remote_index(ctx, remote_name, rebuild):
-    remote = remote_for_name(remote_name)
+    remote = _remote(ctx, remote_name)
     with SshSession(remote) as session:
         if session.locate() != "runq":
             raise _runq_missing(remote, "runq index has no Guild equivalent")
         _exit_with(session.run([_runq(session), *root_words(ctx), "index", *(["--rebuild"] if rebuild else [])]))
+
+
+def _remote(ctx, remote_name):
+    root = ctx.find_root().params
+    if root.get("guild_home") or root.get("index_path"):
+        raise RemoteError("-H/--guild-home and --index name a home here", hint="a remote's home is its guild-home setting")
+    return remote_for_name(remote_name)
 
 
 def _runq(session):

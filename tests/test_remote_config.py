@@ -173,6 +173,12 @@ def test_cli_reports_an_unknown_remote_on_one_line(config):
     assert len(lines) == 1 and lines[0].startswith("runq: remote 'nowhere' is not defined"), result.stderr
 
 
+def test_a_local_home_with_a_remote_is_refused(config):
+    result = CliRunner().invoke(app, ["-H", "/tmp", "runs", "list", "-r", "gpu"], env={"GUILD_CONFIG": str(config)})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("runq: -H/--guild-home and --index name a home here")
+
+
 def test_cli_reports_an_unreadable_config(tmp_path):
     path = tmp_path / "config.yml"
     path.write_text("remotes: [unclosed\n")
