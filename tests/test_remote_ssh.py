@@ -6,6 +6,7 @@ selects and changes there must be what it selects and changes here."""
 import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -15,9 +16,16 @@ import sshd
 from guildenv import venv_dir
 from test_cli import assert_one_line_error, dir_names, disk_state, make_home, runq
 
-pytestmark = pytest.mark.skipif(sshd.unavailable_reason() is not None, reason=str(sshd.unavailable_reason()))
+RUNQ_VENV = Path(sys.executable).parent.parent  # the remote's runq: the one installed here (pip install .)
 
-RUNQ_VENV = Path(sys.executable).parent.parent  # its runq is the installed one (pip install .)
+
+def _unavailable_reason():
+    if not (RUNQ_VENV / "bin" / "runq").exists():
+        return f"runq is not installed in {RUNQ_VENV} (pip install '.[test]')"
+    return sshd.unavailable_reason()
+
+
+pytestmark = pytest.mark.skipif(_unavailable_reason() is not None, reason=str(_unavailable_reason()))
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +189,9 @@ def test_guild_there_cannot_take_runq_only_options(shared_site):
     result = there(shared_site, "runs", "purge", "-r", "g", "--sql")
     line = assert_one_line_error(result, "runq is not installed on 127.0.0.1", "--sql", "runq-path")
     assert "remote 'g'" in line
+    # Guild cannot say here which runs RUN arguments select, so it cannot be asked first.
+    result = there(shared_site, "runs", "purge", "-r", "g", "1:3", input="y\n")
+    assert_one_line_error(result, "runq is not installed on 127.0.0.1", "pass -y")
     assert disk_state(shared_site[0]) == state
 
 
@@ -190,6 +201,18 @@ def test_guild_there_cannot_take_runq_only_options(shared_site):
 def test_nothing_listening(shared_site):
     result = there(shared_site, "runs", "list", "-r", "closed")
     assert_one_line_error(result, "cannot reach 127.0.0.1", "connection refused")
+    assert result.exit_code == 255
+
+
+def test_a_server_that_never_answers_times_out(shared_site, tmp_path):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)  # the kernel accepts; nobody ever speaks
+        port = silent.getsockname()[1]
+        config = tmp_path / "config.yml"
+        config.write_text(f"remotes:\n  mute: {{type: ssh, host: 127.0.0.1, port: {port}, connect-timeout: 1}}\n")
+        result = runq(None, "runs", "list", "-r", "mute", env={**shared_site[2], "GUILD_CONFIG": str(config)})
+    assert_one_line_error(result, "cannot reach 127.0.0.1", "timed out")
     assert result.exit_code == 255
 
 
