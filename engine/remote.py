@@ -226,8 +226,8 @@ def remote_from_spec(name, config_path):
     if not parts:
         raise RemoteError(f"invalid ssh spec '{spec}'", hint="expected format [USER@]HOST[:PORT][:ENV_PATH]")
     user, host, port, venv = parts.groups()
-    item = {"venv-path": venv} if venv else {}
-    return SshRemote(name, host, user, int(port) if port else None, venv_path=venv, guild_home=guild_home_for(name, item))
+    guild_home = guild_home_for(name, {"venv-path": venv})
+    return SshRemote(name, host, user, int(port) if port else None, venv_path=venv, guild_home=guild_home)
 
 
 # The remote command line
