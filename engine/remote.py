@@ -12,6 +12,7 @@ directory, persisting briefly) carries every command of a session, so a
 select-confirm-act round costs one handshake.
 """
 
+import codecs
 import os
 import re
 import shlex
@@ -381,8 +382,9 @@ class SshSession:
 
 
 def _pump(source, target):
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span two chunks
     for chunk in iter(lambda: source.read1(65536), b""):
-        target.write(chunk.decode(errors="replace"))
+        target.write(decoder.decode(chunk))
         target.flush()
 
 
