@@ -98,11 +98,10 @@ def handshakes(server):
 
 LIST_CASES = [
     (),
-    ("-a", "-Sc"),
     ("--deleted", "-F", "loss < 0.5"),
     ("-Fo", "train", "-Fl", "-"),
     ("--started", "last 60 days", "--not-completed"),
-    ("-Set", "--deleted"),
+    ("-a", "-Set", "--deleted"),
     ("--deleted", "2:5", "1"),
 ]
 
