@@ -136,7 +136,7 @@ def run_remote_index(ctx, remote_name, rebuild):
     with SshSession(remote) as session:
         if session.locate() != "runq":
             raise _runq_missing(remote, "runq index has no Guild equivalent")
-        _exit_with(session.run([_runq(session), *root_words(ctx), "index", *(["--rebuild"] if rebuild else [])]))
+        _output_or_exit(session.run([_runq(session), *root_words(ctx), "index", *(["--rebuild"] if rebuild else [])]))
 
 
 def _remote(ctx, remote_name):
@@ -150,7 +150,7 @@ def _runq(session):
     return session.remote.runq_path or "runq"
 
 
-def _exit_with(result):
+def _output_or_exit(result):
     status = result[0]
     if status:
         raise typer.Exit(status)
@@ -162,13 +162,13 @@ def _with_runq(session, ctx):
     prefix = [_runq(session), *root_words(ctx), "runs", name]
     params = ctx.params
     if name == "list" or params.get("yes") or params.get("dry_run") or params.get("show_sql"):
-        _exit_with(session.run(prefix + command_words(ctx)))  # nothing to confirm here
+        _output_or_exit(session.run(prefix + command_words(ctx)))  # nothing to confirm here
         return
-    answer = _exit_with(session.run(prefix + ["--dry-run", "--json"] + command_words(ctx, ASKING_OPTIONS), capture=True))
+    answer = _output_or_exit(session.run(prefix + ["--dry-run", "--json"] + command_words(ctx, ASKING_OPTIONS), capture=True))
     runs = _parse_runs(session, answer, _runq_run)
     if _confirmed(ctx, runs):
         act = prefix + ["-y", "--ids-from-stdin"] + command_words(ctx, ASKING_OPTIONS - {"background"}, with_runs=False)
-        _exit_with(session.run(act, stdin_text="\n".join(run.id for run in runs)))
+        _output_or_exit(session.run(act, stdin_text="\n".join(run.id for run in runs)))
 
 
 def _with_guild(session, ctx, tool):
@@ -178,16 +178,16 @@ def _with_guild(session, ctx, tool):
         raise _runq_missing(session.remote, _refused_text(ctx, refused) if tool == "guild" else "nor is guild")
     prefix = ["guild", "runs", name]
     if name == "list" or ctx.params.get("yes"):
-        _exit_with(session.run(prefix + command_words(ctx)))
+        _output_or_exit(session.run(prefix + command_words(ctx)))
         return
     if ctx.params.get("runs"):
         raise _runq_missing(session.remote, "guild there cannot show which runs RUN arguments select; pass -y")
     listing = ["guild", "runs", "list", "--json"] + (["--deleted"] if name != "delete" else [])
-    answer = _exit_with(session.run(listing + command_words(ctx, {"yes", "permanent"}), capture=True))
+    answer = _output_or_exit(session.run(listing + command_words(ctx, {"yes", "permanent"}), capture=True))
     runs = _parse_runs(session, answer, _guild_run)
     if _confirmed(ctx, runs):
         act = prefix + ["-y"] + command_words(ctx, {"yes"}) + ["--", STDIN_WORDS]
-        _exit_with(session.run(act, stdin_text="\n".join(run.id for run in runs)))
+        _output_or_exit(session.run(act, stdin_text="\n".join(run.id for run in runs)))
 
 
 def _refused_text(ctx, refused):
