@@ -2,10 +2,12 @@
 
 import os
 from datetime import datetime
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
+from .remote import run_remote_index
 from .render import size_text
 from .session import open_index
 from ..engine.home import locate_index, resolve_home
@@ -16,8 +18,11 @@ def index(
     ctx: typer.Context,
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Replace the index with a new one, built from the runs.")] = False,
     drop: Annotated[bool, typer.Option("--drop", help="Remove everything runq keeps for the home.")] = False,
+    remote: Annotated[Optional[str], typer.Option("--remote", "-r", metavar="REMOTE", help="The index on REMOTE.")] = None,
 ):
     """Refresh the index and show its state."""
+    if remote:
+        return run_remote_index(ctx, remote)
     settings = ctx.obj
     home = resolve_home(settings.guild_home)
     location = locate_index(home, settings.index_path)

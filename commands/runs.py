@@ -8,6 +8,7 @@ import typer
 from typing_extensions import Annotated
 
 from . import render
+from .remote import keep_confirmed
 from .selection_options import selection_command
 from .session import open_index, progress_printer
 from ..engine import actions
@@ -241,7 +242,7 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
     selected = _select(settings, options, action.source, show_sql)
     if selected is None:
         return
-    runs = selected.runs
+    runs = keep_confirmed(options, selected.runs)
     if dry_run and as_json:
         render.print_json(runs)  # an array even when empty: this output is for programs
         return

@@ -7,12 +7,15 @@ parameters.
 
 import functools
 import inspect
-from dataclasses import dataclass, fields
-from typing import List, Optional, Tuple
+import sys
+from dataclasses import dataclass, fields, replace
+from typing import FrozenSet, List, Optional, Tuple
 
+import click
 import typer
 from typing_extensions import Annotated
 
+from .remote import read_ids, run_remote
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
 
@@ -41,6 +44,7 @@ class SelectionOptions:
     terminated: Optional[bool]
     pending: Optional[bool]
     staged: Optional[bool]
+    confirmed_ids: Optional[FrozenSet[str]] = None  # act only on these (--ids-from-stdin)
 
     def selection(self, deleted, now):
         return build_selection(
@@ -124,6 +128,14 @@ OPTION_TYPES = {
     "pending": _status("pending", "p", "Filter pending runs."),
     "staged": _status("staged", "s", "Filter staged runs."),
 }
+REMOTE_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("remote", None, Annotated[Optional[str], typer.Option("--remote", "-r", metavar="REMOTE",
+                                                                help="Act on runs of REMOTE (a Guild ssh remote).")]),
+        ("ids_from_stdin", False, Annotated[bool, typer.Option("--ids-from-stdin", hidden=True)]),
+    )
+]
 DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None}
 FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
 
@@ -136,14 +148,18 @@ def _parameter(name):
 def selection_command(fn):
     """Adds the selection parameters to a Typer command taking `options: SelectionOptions`."""
     own = [p for name, p in inspect.signature(fn).parameters.items() if name != "options"]
-    names = [f.name for f in fields(SelectionOptions)]
+    names = [f.name for f in fields(SelectionOptions) if f.name in OPTION_TYPES]
 
     @functools.wraps(fn)
     def command(**kwargs):
+        remote, ids_from_stdin = kwargs.pop("remote"), kwargs.pop("ids_from_stdin")
+        if remote:
+            return run_remote(click.get_current_context(), remote)
         values = {name: kwargs.pop(name) for name in names}
         values.update({k: tuple(values[k] or ()) for k in ("runs", "operations", "labels", "tags", "comments")})
-        return fn(options=SelectionOptions(**values), **kwargs)
+        options = SelectionOptions(**values)
+        return fn(options=replace(options, confirmed_ids=read_ids(sys.stdin)) if ids_from_stdin else options, **kwargs)
 
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    command.__signature__ = inspect.Signature(own + [_parameter(name) for name in names])
+    command.__signature__ = inspect.Signature(own + [_parameter(name) for name in names] + REMOTE_PARAMETERS)
     return command
