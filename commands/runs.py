@@ -10,7 +10,7 @@ from typing_extensions import Annotated
 from . import render
 from .selection_options import selection_command
 from .session import open_index, progress_printer
-from ..engine import actions
+from ..engine.api import RunIndex, Runs
 from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
 from ..engine.home import DELETED, LIVE
@@ -47,20 +47,31 @@ class Action:
     nothing: str
     done: str
     would: str
-    perform: object  # (index, runs, progress, background) -> (count, extra text)
+    perform: object  # (api.RunIndex, runs, progress, background) -> (api.Outcome, extra text)
 
 
-def _remove(index, runs, progress, background):
-    report = actions.remove(index, runs, runs[0].deleted, progress, background)
-    for run_id, why in report.failed:
-        typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
-    if background:
-        return len(report.removed), " (their files are being unlinked in the background)"
-    return len(report.removed), f" ({render.size_text(report.bytes_freed)} reclaimed)"
+def _remove(permanent_delete):
+    """Purge, or delete --permanent: the runs' files are removed."""
+
+    def perform(index, runs, progress, background):
+        if permanent_delete:
+            outcome = index.delete(runs, permanent=True, progress=progress, background=background)
+        else:
+            outcome = index.purge(runs, progress=progress, background=background)
+        for run_id, why in outcome.failed:
+            typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
+        if background:
+            return outcome, " (their files are being unlinked in the background)"
+        return outcome, f" ({render.size_text(outcome.bytes_freed or 0)} reclaimed)"
+
+    return perform
 
 
 def _move(to_deleted):
-    return lambda index, runs, progress, background: (len(actions.move(index, runs, to_deleted)), "")
+    def perform(index, runs, progress, background):
+        return (index.delete(runs) if to_deleted else index.restore(runs)), ""
+
+    return perform
 
 
 PURGE = Action(
@@ -71,7 +82,7 @@ PURGE = Action(
     nothing="Nothing to purge.",
     done="Permanently deleted {count} run(s){extra}",
     would="Would permanently delete {count} run(s)",
-    perform=_remove,
+    perform=_remove(permanent_delete=False),
 )
 DELETE = Action(
     source=LIVE,
@@ -91,7 +102,7 @@ DELETE_PERMANENT = Action(
     nothing="Nothing to delete.",
     done="Permanently deleted {count} run(s){extra}",
     would="Would permanently delete {count} run(s)",
-    perform=_remove,
+    perform=_remove(permanent_delete=True),
 )
 RESTORE = Action(
     source=DELETED,
@@ -183,23 +194,21 @@ def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: D
 
 @dataclass
 class Selected:
-    index: object
-    selection: object
-    runs: list
+    index: RunIndex
+    runs: Runs
 
 
 def _select(settings, options, source, show_sql):
-    """The selected runs (with the index and selection behind them), or None
-    after printing the SQL for --sql."""
+    """The selected runs and the index behind them, or None after printing
+    the SQL for --sql."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
-    compiled = compile_selection(selection, settings.now)
     if show_sql:
-        typer.echo(render.sql_script(compiled))
+        typer.echo(render.sql_script(compile_selection(selection, settings.now)))
         return None
-    index = open_index(settings, check=(source,))
-    return Selected(index, selection, actions.run_compiled(index, compiled))
+    index = RunIndex(open_index(settings, check=(source,)))
+    return Selected(index, index.select_built(selection, settings.now))
 
 
 def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=False):
@@ -220,20 +229,18 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         _confirm_or_abort(runs, action)
         if action.source == LIVE:
             _confirm_stopping(runs)
-    runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
-    if skipped:
-        ids = ", ".join(run.short_id for run in skipped[:10])
-        typer.echo(f"runq: skipped {len(skipped)} run(s) that changed or vanished since they were selected: {ids}", err=True)
-    if not runs:
+    progress = None if background else progress_printer("Deleting runs", min_total=50)
+    outcome, extra = action.perform(selected.index, runs, progress, background)
+    if outcome.skipped:
+        ids = ", ".join(run.short_id for run in outcome.skipped[:10])
+        typer.echo(
+            f"runq: skipped {len(outcome.skipped)} run(s) that changed or vanished since they were selected: {ids}",
+            err=True,
+        )
+    if not outcome.done and not outcome.failed:
         typer.echo(action.nothing, err=True)
         return
-    if action.source == LIVE:
-        # Only after the re-check: a stopped run writes its exit status, and
-        # must not be skipped as changed after being stopped for deletion.
-        actions.stop_running(runs)
-    progress = None if background else progress_printer("Deleting runs", min_total=50)
-    count, extra = action.perform(selected.index, runs, progress, background)
-    typer.echo(action.done.format(count=count, extra=extra), err=True)
+    typer.echo(action.done.format(count=len(outcome.done), extra=extra), err=True)
 
 
 def _dry_run(runs, action):

@@ -48,6 +48,17 @@ class SelectedRun(NamedTuple):
     def short_id(self):
         return self.id[:8]
 
+    @property
+    def flags(self):
+        """The run's flags, read from its directory."""
+        return self.get("flags", {})
+
+    def get(self, name, default=None):
+        """An attribute read from the run's directory, as Guild's `run.get`."""
+        from .details import attr
+
+        return attr(self.dir, name, default)
+
 
 def register_functions(conn):
     conn.create_function("regexp", 2, regexp, deterministic=True)

@@ -1,0 +1,216 @@
+"""runq as a Python library: select a Guild home's runs as Guild would, and act on them.
+
+    import runq
+    index = runq.open()                        # $GUILD_HOME, else ~/.guild
+    runs = index.select(filter="lr >= 0.001", deleted=True)
+    [run.id for run in runs]                   # newest first, as `guild runs list`
+    index.purge(runs)                          # re-checked against the disk first
+
+The `runq runs` commands are built on this module: a selection here is
+exactly the one the command line makes, and acting on it keeps every
+safety of the commands (runs re-checked after selection, purge only from
+the trash, through the purge area).
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import List, NamedTuple, Optional, Tuple
+
+from . import actions
+from .errors import SelectionError
+from .executor import execute_readonly
+from .home import DELETED, LIVE, resolve_home
+from .indexer import Index
+from .purge import finish_pending
+from .selection import STATUSES, build_selection
+
+STATUS_NAMES = tuple(STATUSES.values())
+
+
+def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress=None):  # noqa: A001 - runq.open
+    """The index of a Guild home, refreshed from the disk unless `refresh` is False.
+
+    `home`: the Guild home (default $GUILD_HOME, else ~/.guild); `index`: the
+    index file (default <home>/cache/runq/index.db). A new index is always
+    built. `progress(done, total)` is called while runs are read.
+    """
+    guild_home = resolve_home(home)
+    db = Index(guild_home, index)
+    finish_pending(guild_home)
+    report = None
+    if refresh or db.meta("last_refresh") is None:
+        report = db.refresh(check=check, progress=progress)
+    return RunIndex(db, report)
+
+
+class Runs(list):
+    """Selected runs (executor.SelectedRun), in Guild's order, with the selection that chose them."""
+
+    def __init__(self, runs, selection, now):
+        super().__init__(runs)
+        self.selection = selection
+        self.now = now
+
+
+@dataclass
+class Outcome:
+    """What purge, delete or restore did."""
+
+    done: List[str] = field(default_factory=list)  # ids of the runs acted on
+    skipped: list = field(default_factory=list)  # runs that changed or vanished since selected
+    failed: List[Tuple[str, str]] = field(default_factory=list)  # (run id, why) left in place
+    stopped: list = field(default_factory=list)  # running runs stopped before being deleted
+    bytes_freed: Optional[int] = None  # None: not measured (moves, background unlinking)
+
+
+class SqlResult(NamedTuple):
+    columns: List[str]
+    rows: List[tuple]
+
+
+class RunIndex:
+    """An open, refreshed index of one Guild home."""
+
+    def __init__(self, index, refresh_report=None):
+        self.index = index
+        self.refresh_report = refresh_report  # None when the index was used as it was
+
+    @property
+    def home(self):
+        return self.index.home.path
+
+    @property
+    def path(self):
+        return self.index.path
+
+    def close(self):
+        self.index.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # Selecting
+
+    def select(
+        self,
+        runs=(),
+        *,
+        filter=None,  # noqa: A002 - Guild's name
+        operation=(),
+        label=(),
+        unlabeled=False,
+        tag=(),
+        comment=(),
+        marked=False,
+        unmarked=False,
+        started=None,
+        digest=None,
+        status=(),
+        not_status=(),
+        deleted=False,
+        now=None,
+    ):
+        """Runs as `guild runs list` selects them, each option under Guild's name.
+
+        `runs`: RUN arguments (indexes, `START:END` ranges, id prefixes),
+        resolved after the filters; `operation`, `label`, `tag`, `comment`:
+        a value or a list of them (any may match); `status`: names any of
+        which a run may have (running, completed, error, terminated,
+        pending, staged), `not_status`: names it may not have; `deleted`:
+        select from the trash. Raises RunqError subclasses for bad input.
+        """
+        now = now or datetime.now()
+        selection = build_selection(
+            deleted=deleted,
+            filter_expr=filter,
+            operations=_values(operation),
+            labels=_values(label),
+            unlabeled=unlabeled,
+            tags=_values(tag),
+            comments=_values(comment),
+            marked=marked,
+            unmarked=unmarked,
+            started=started,
+            digest=digest,
+            status_flags=_status_flags(status, not_status),
+            runs=_values(runs),
+            now=now,
+        )
+        return self.select_built(selection, now)
+
+    def select_built(self, selection, now):
+        """Runs of an engine.selection.Selection (what the command line builds)."""
+        return Runs(actions.select(self.index, selection, now), selection, now)
+
+    def sql(self, query):
+        """Runs read-only SQL over the index; writes are refused."""
+        return SqlResult(*execute_readonly(self.index.conn, query))
+
+    # Acting: each re-checks the runs against the disk first and leaves out
+    # those that changed so that they no longer match (Outcome.skipped).
+
+    def purge(self, runs, *, progress=None, background=False):
+        """Permanently deletes selected deleted runs (from the trash only)."""
+        kept, outcome = self._recheck(runs, DELETED, "purge")
+        if kept:
+            self._removed(outcome, actions.remove(self.index, kept, True, progress, background), background)
+        return outcome
+
+    def delete(self, runs, *, permanent=False, progress=None, background=False):
+        """Moves selected live runs to the trash (removes them with `permanent`),
+        stopping local running runs first, as Guild does."""
+        kept, outcome = self._recheck(runs, LIVE, "delete")
+        if not kept:
+            return outcome
+        outcome.stopped = actions.stop_running(kept)
+        if permanent:
+            self._removed(outcome, actions.remove(self.index, kept, False, progress, background), background)
+        else:
+            outcome.done = list(actions.move(self.index, kept, True))
+        return outcome
+
+    def restore(self, runs):
+        """Moves selected deleted runs back from the trash."""
+        kept, outcome = self._recheck(runs, DELETED, "restore")
+        if kept:
+            outcome.done = list(actions.move(self.index, kept, False))
+        return outcome
+
+    def _recheck(self, runs, source, verb):
+        if not isinstance(runs, Runs):
+            raise SelectionError(f"{verb} takes runs from select()", hint="select them with index.select(...)")
+        if bool(runs.selection.deleted) != (source == DELETED):
+            where = "deleted" if source == DELETED else "live"
+            raise SelectionError(f"{verb} acts on {where} runs only", hint=f"select with deleted={source == DELETED}")
+        if not runs:
+            return [], Outcome()
+        kept, skipped = actions.recheck(self.index, runs.selection, list(runs), runs.now)
+        return kept, Outcome(skipped=skipped)
+
+    @staticmethod
+    def _removed(outcome, report, background):
+        outcome.done = list(report.removed)
+        outcome.failed = list(report.failed)
+        outcome.bytes_freed = None if background else report.bytes_freed
+
+
+def _values(value):
+    """A value or a list of values as a tuple of strings (RUN indexes may be ints)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, int)):
+        return (str(value),)
+    return tuple(str(item) for item in value)
+
+
+def _status_flags(wanted, unwanted):
+    flags = {}
+    for names, setting in ((_values(wanted), True), (_values(unwanted), False)):
+        for name in names:
+            if name not in STATUS_NAMES:
+                raise SelectionError(f"unknown status '{name}'", hint=f"use one of {', '.join(STATUS_NAMES)}")
+            flags[name] = setting
+    return flags

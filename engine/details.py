@@ -1,0 +1,91 @@
+"""What output shows beyond the index, read from the shown runs' directories.
+
+The index holds what selections need; `--json`, `-v` and `-c` show more
+(commands, comments, tags, the opref as Guild writes it). Those are read
+here when a run is printed, from its own files, as Guild's `Run.get`
+reads them: only the selected runs pay for it, and large attributes stay
+undecoded in the index.
+"""
+
+import os
+import shlex
+
+from .attrs import decode_attr
+from .rundir import parse_opref
+
+# Guild's `runs list --json` fields after id, run_dir and opref, in its order.
+GUILD_JSON_ATTRS = ("exit_status", "cmd", "comments", "marked", "label", "started", "status", "stopped", "tags")
+
+
+def attr(run_dir, name, default=None):
+    """An attribute as Guild's `run.get(name, default)`: `default` when missing or null."""
+    text = _read_text(os.path.join(run_dir, ".guild", "attrs", name))
+    if text is None:
+        return default
+    try:
+        value = decode_attr(text)
+    except Exception:  # a file Guild could not decode either; show it as absent
+        return default
+    return default if value is None else value
+
+
+def opref_text(run_dir):
+    """The run's opref as Guild prints it (`str(run.opref)`), '' when it has none."""
+    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref")))
+    if opref is None:
+        return ""
+    pkg_type, pkg_name, version, model, op = (_shell_quote(part) for part in opref)
+    return f"{pkg_type}:{pkg_name} {version} {model} {op}"
+
+
+def _shell_quote(text):
+    """Guild's shlex quoting, which writes a lone quoted `'` as "'"."""
+    quoted = shlex.quote(text or "")
+    prefix = "''\"'\"'"
+    if quoted.startswith(prefix) and quoted.endswith(prefix[::-1]):
+        return "\"'" + quoted[len(prefix) : -len(prefix)] + "'\""
+    return quoted
+
+
+def lock_pid(run_dir):
+    """The pid in the run's LOCK file, as Guild's `run.pid` reads it."""
+    text = _read_text(os.path.join(run_dir, ".guild", "LOCK"))
+    try:
+        return int(text[:10]) if text is not None else None
+    except ValueError:
+        return None
+
+
+def proto_dir(run_dir):
+    """The batch prototype run inside a batch run, or None."""
+    path = os.path.join(run_dir, ".guild", "proto")
+    return path if os.path.exists(path) else None
+
+
+def guild_json(run_dir, run_id, status):
+    """A run's record in Guild's `runs list --json` shape, batch prototype included."""
+    record = {"id": run_id, "run_dir": run_dir, "opref": opref_text(run_dir)}
+    for name in GUILD_JSON_ATTRS:
+        record[name] = status if name == "status" else attr(run_dir, name)
+    proto = proto_dir(run_dir)
+    if proto:
+        record["batch_proto"] = guild_json(proto, os.path.basename(proto), _proto_status(proto))
+    return record
+
+
+def _proto_status(path):
+    # A prototype never runs: Guild's status rules give `error` unless it
+    # has an exit status or a marker.
+    from .rundir import run_status
+
+    guild_dir = os.path.join(path, ".guild")
+    markers = {name for name in ("LOCK", "LOCK.remote", "PENDING", "STAGED") if os.path.exists(os.path.join(guild_dir, name))}
+    return run_status(guild_dir, attr(path, "exit_status"), markers)["status"]
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8", newline=None) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
