@@ -8,6 +8,8 @@ from datetime import datetime
 
 import typer
 
+from ..engine import details
+
 COLUMN_SPACING = 2
 LIST_COLUMNS = ("index", "op_desc", "started", "status", "label")
 PREVIEW_COLUMNS = ("short_index", "op_desc", "started", "status", "label")
@@ -120,24 +122,24 @@ def print_table(runs, columns, indent=0, err=False):
 
 
 def run_json(run):
-    return {
-        "id": run.id,
-        "index": run.position,
-        "operation": run.operation,
-        "started": run.started,
-        "started_text": started_text(run.started),
-        "stopped": run.stopped,
-        "status": run.status,
-        "exit_status": run.exit_status,
-        "label": run.label,
-        "marked": bool(run.marked),
-        "deleted": bool(run.deleted),
-        "run_dir": run.dir,
-    }
+    """Guild's `runs list --json` record (values read from the run's files, as
+    Guild reads them), then runq's own fields: RUNQ_JSON_FIELDS."""
+    record = details.guild_json(run.dir, run.id, run.status)
+    record.update(
+        index=run.position,
+        operation=run.operation,
+        started_text=started_text(run.started),
+        deleted=bool(run.deleted),
+    )
+    return record
+
+
+RUNQ_JSON_FIELDS = ("index", "operation", "started_text", "deleted")
 
 
 def print_json(runs):
-    typer.echo(json.dumps([run_json(run) for run in runs], indent=2))
+    """One JSON array on one line, as Guild prints it."""
+    typer.echo(json.dumps([run_json(run) for run in runs], default=str))
 
 
 def sql_script(compiled):
