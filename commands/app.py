@@ -52,6 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
+    suggest_commands=False,  # click suggests already
     help="Fast, SQL-backed run selection for Guild AI homes: list, delete, purge "
     "and restore runs exactly as Guild would select them.",
 )

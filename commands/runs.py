@@ -2,14 +2,16 @@
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from . import render
 from .selection_options import selection_command
-from .session import open_index, progress_printer
+from .session import open_archive, open_index, progress_printer
 from ..engine.api import RunIndex, Runs
 from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
@@ -18,7 +20,29 @@ from ..engine.home import DELETED, LIVE
 ABORTED = 4
 RUNS_PER_PAGE = 20
 
-app = typer.Typer(no_args_is_help=True, help="List, delete, purge and restore runs.")
+ALIASES = {"ls": "list", "rm": "delete"}
+
+
+class RunsGroup(TyperGroup):
+    """`runq runs`: alone or followed by options, lists runs as `guild runs`
+    does; `ls` and `rm` name `list` and `delete`."""
+
+    def parse_args(self, ctx, args):
+        if not args or args[0].startswith("-") and args[0] != "--help":
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def format_commands(self, ctx, formatter):
+        names = {command: [command] + [a for a, c in ALIASES.items() if c == command] for command in self.list_commands(ctx)}
+        rows = [(", ".join(names[name]), self.get_command(ctx, name).get_short_help_str()) for name in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+app = typer.Typer(cls=RunsGroup, suggest_commands=False, help="List, delete, purge and restore runs (alone: list them).")
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt before acting.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen and change nothing.")]
@@ -121,19 +145,27 @@ RESTORE = Action(
 def list_runs(
     ctx: typer.Context,
     options,
-    deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Show all runs (by default the last 20).")] = False,
+    more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
     limit: Annotated[
         Optional[int], typer.Option("--limit", "-n", metavar="N", min=1, help="Limit number of runs shown.")
     ] = None,
-    more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
+    deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
+    archive: Annotated[
+        Optional[Path],
+        typer.Option("--archive", "-A", metavar="PATH", help="Show archived runs in PATH (a directory of runs)."),
+    ] = None,
+    show_comments: Annotated[bool, typer.Option("--comments", "-c", help="Show run comments.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show run details.")] = False,
     as_json: JsonOption = False,
+    simplified: Annotated[bool, typer.Option("--simplified", "-s", help="Show a simplified list.")] = False,
     show_sql: SqlOption = False,
 ):
     """List runs, newest first, as Guild would select them."""
-    if all_ and limit:
-        raise SelectionError("--all and --limit cannot both be used")
-    selected = _select(ctx.obj, options, DELETED if deleted else LIVE, show_sql)
+    _check_compatible(all=all_, limit=limit, comments=show_comments, verbose=verbose, json=as_json,
+                      archive=archive, deleted=deleted)
+    source = DELETED if deleted else LIVE
+    selected = _select(ctx.obj, options, source, show_sql, archive)
     if selected is None:
         return
     runs = selected.runs
@@ -143,12 +175,24 @@ def list_runs(
         render.print_json(runs)
         return
     shown = _limited(runs, all_, limit, more)
-    render.print_table(shown, render.LIST_COLUMNS)
     if len(shown) < len(runs) and not limit:
-        typer.echo(
-            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more",
-            err=True,
+        render.note(
+            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more"
         )
+    columns = render.SIMPLIFIED_COLUMNS if simplified else render.LIST_COLUMNS
+    detail = render.comment_lines if show_comments else (render.detail_lines if verbose else None)
+    render.print_table(shown, columns, detail=detail)
+
+
+# Options of `runs list` that exclude each other, as Guild checks them (in its order).
+INCOMPATIBLE = (("comments", "verbose"), ("comments", "json"), ("json", "verbose"), ("archive", "deleted"),
+                ("all", "limit"))
+
+
+def _check_compatible(**given):
+    for first, second in INCOMPATIBLE:
+        if given[first] and given[second]:
+            raise SelectionError(f"--{first} and --{second} cannot both be used")
 
 
 def _limited(runs, all_, limit, more):
@@ -198,16 +242,16 @@ class Selected:
     runs: Runs
 
 
-def _select(settings, options, source, show_sql):
+def _select(settings, options, source, show_sql, archive=None):
     """The selected runs and the index behind them, or None after printing
-    the SQL for --sql."""
+    the SQL for --sql. With `archive`, runs of that directory."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
     if show_sql:
         typer.echo(render.sql_script(compile_selection(selection, settings.now)))
         return None
-    index = RunIndex(open_index(settings, check=(source,)))
+    index = open_archive(settings, archive) if archive else RunIndex(open_index(settings, check=(source,)))
     return Selected(index, index.select_built(selection, settings.now))
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..engine import api
 from ..engine.home import DELETED, LIVE, resolve_home
 from ..engine.indexer import Index
 from ..engine.purge import finish_pending
@@ -31,6 +32,14 @@ def open_index(settings, check=(LIVE, DELETED)):
     if settings.refresh or index.meta("last_refresh") is None:  # a new index is always built
         report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
         report_problems(report, settings.verbose)
+    return index
+
+
+def open_archive(settings, path):
+    """The index of an archive directory (`runs list -A`), kept in the user's cache."""
+    index = api.open_archive(path, refresh=settings.refresh, progress=progress_printer("Indexing runs"))
+    if index.refresh_report:
+        report_problems(index.refresh_report, settings.verbose)
     return index
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import List, NamedTuple, Optional, Tuple
 
 from . import actions
+from .archive import ArchiveHome, archive_home
 from .errors import SelectionError
 from .executor import execute_readonly
 from .home import DELETED, LIVE, resolve_home
@@ -40,6 +41,16 @@ def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress
     report = None
     if refresh or db.meta("last_refresh") is None:
         report = db.refresh(check=check, progress=progress)
+    return RunIndex(db, report)
+
+
+def open_archive(path, index=None, *, refresh=True, progress=None):
+    """The index of an archive: a directory of runs as `guild export` writes
+    them (kept in the user's cache directory unless `index` says where)."""
+    db = Index(archive_home(path), index)
+    report = None
+    if refresh or db.meta("last_refresh") is None:
+        report = db.refresh(check=(LIVE,), progress=progress)
     return RunIndex(db, report)
 
 
@@ -180,6 +191,8 @@ class RunIndex:
         return outcome
 
     def _recheck(self, runs, source, verb):
+        if isinstance(self.index.home, ArchiveHome):
+            raise SelectionError(f"cannot {verb} runs of an archive", hint="runq only lists archived runs")
         if not isinstance(runs, Runs):
             raise SelectionError(f"{verb} takes runs from select()", hint="select them with index.select(...)")
         if bool(runs.selection.deleted) != (source == DELETED):

@@ -11,7 +11,7 @@ import os
 import shlex
 
 from .attrs import decode_attr
-from .rundir import parse_opref
+from .rundir import format_pkg, parse_opref
 
 # Guild's `runs list --json` fields after id, run_dir and opref, in its order.
 GUILD_JSON_ATTRS = ("exit_status", "cmd", "comments", "marked", "label", "started", "status", "stopped", "tags")
@@ -36,6 +36,12 @@ def opref_text(run_dir):
         return ""
     pkg_type, pkg_name, version, model, op = (_shell_quote(part) for part in opref)
     return f"{pkg_type}:{pkg_name} {version} {model} {op}"
+
+
+def from_text(run_dir):
+    """Guild's `from`: the guildfile or script directory (with ~), or the package."""
+    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref")))
+    return format_pkg(opref) if opref else ""
 
 
 def _shell_quote(text):
