@@ -94,3 +94,133 @@ def test_dry_run_json_has_guilds_records(home):
         result = runq(home, "runs", command, "--dry-run", "--json", "-Fo", "train")
         assert result.exit_code == 0, result.stderr
         assert _without_runq_fields(json.loads(result.stdout)) == expected
+
+
+# -v, -c, -s and -A print what Guild prints
+
+
+@pytest.mark.parametrize("args", [["-v"], ["-c"], ["-s"], ["-s", "-d", "-a"], ["-c", "-m"], ["-v", "-Fm"]])
+def test_list_options_print_guilds_output(home, args):
+    expected = guild(home, "runs", "list", *args)
+    result = runq(home, "runs", "list", *args)
+    assert result.exit_code == 0, result.stderr
+    assert (result.stdout, result.stderr) == (expected.stdout, expected.stderr)
+
+
+def test_list_archive_lists_a_directory_of_runs_as_guild(home, tmp_path, monkeypatch):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for run_dir in sorted((home / "runs").iterdir())[:6]:
+        shutil.copytree(run_dir, archive / run_dir.name)
+    before = sorted(os.listdir(archive))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = guild(home, "runs", "list", "-A", str(archive))
+    result = runq(home, "runs", "list", "-A", str(archive))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == expected.stdout and len(result.stdout.splitlines()) == 6
+    assert sorted(os.listdir(archive)) == before  # the index is in the cache, not the archive
+    assert list((tmp_path / "cache" / "runq" / "archives").glob("archive-*/index.db"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-c", "-v"], "--comments and --verbose cannot both be used"),
+        (["--json", "-v"], "--json and --verbose cannot both be used"),
+        (["-A", ".", "-d"], "--archive and --deleted cannot both be used"),
+        (["-A", "/nonexistent/archive"], "/nonexistent/archive does not exist"),
+    ],
+)
+def test_list_option_conflicts_are_one_line(home, args, message):
+    result = runq(home, "runs", "list", *args)
+    assert result.exit_code == 1
+    assert result.stderr == f"runq: {message}\n"
+
+
+# runq runs alone, aliases
+
+
+def test_runs_alone_lists_as_guild_runs(home):
+    for args in ([], ["-a", "-Fo", "train"], ["-d", "-s"]):
+        expected = guild(home, "runs", *args)
+        result = runq(home, "runs", *args)
+        assert result.exit_code == 0, result.stderr
+        assert (result.stdout, result.stderr) == (expected.stdout, expected.stderr)
+
+
+def test_ls_and_rm_are_list_and_delete(home):
+    assert runq(home, "runs", "ls", "-a").stdout == runq(home, "runs", "list", "-a").stdout
+    dry_run = runq(home, "runs", "rm", "--dry-run", "1:3")
+    assert dry_run.exit_code == 0 and "Would delete 3 run(s)" in dry_run.stderr
+    assert "delete, rm" in runq(home, "runs", "--help").stdout
+
+
+def test_a_mistyped_command_gets_one_suggestion(home):
+    result = runq(home, "runs", "purg")
+    assert result.exit_code == 2
+    assert result.stderr == "runq: No such command 'purg'. Did you mean 'purge'?\n"
+
+
+# On a terminal
+
+
+def in_pty(argv, env):
+    """What a command writes to a terminal (stdout and stderr share it, as in a shell)."""
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    process.wait(timeout=60)
+    os.close(master)
+    return b"".join(chunks).decode()
+
+
+def terminal_env(home, columns, **extra):
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    return {**env, "GUILD_HOME": str(home), "COLUMNS": str(columns), "SHELL": "/bin/sh", **extra}
+
+
+def visible(text):
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@pytest.mark.parametrize("columns", [200, 100, 70])
+@pytest.mark.parametrize("args", [[], ["-m"], ["-s", "-d"]])
+def test_terminal_tables_are_guilds(home, columns, args):
+    """Styled and cut as Guild does it, byte for byte, where Guild's cut falls outside a styled cell."""
+    env = terminal_env(home, columns)
+    expected = in_pty([str(guild_script()), "runs", "list", *args], env)
+    shown = in_pty([str(RUNQ_SCRIPT), "runs", "list", *args], env)
+    assert "\x1b[2m" in shown
+    assert shown == expected
+
+
+@pytest.mark.parametrize("columns", [30, 50, 61])
+def test_terminal_tables_fit_the_width(home, columns):
+    wide = visible(in_pty([str(RUNQ_SCRIPT), "runs", "list", "-a"], terminal_env(home, 400))).splitlines()
+    shown = in_pty([str(RUNQ_SCRIPT), "runs", "list", "-a"], terminal_env(home, columns)).splitlines()
+    assert len(shown) == len(wide)
+    for line, full in zip(shown, wide):
+        assert len(visible(line)) <= columns
+        assert full.startswith(visible(line))
+        assert line.count("\x1b[2m") <= line.count("\x1b[0m")  # dimming always ended
+
+
+def test_no_color_and_pipes_get_no_escape_codes(home):
+    shown = in_pty([str(RUNQ_SCRIPT), "runs", "list", "-a"], terminal_env(home, 50, NO_COLOR="1"))
+    assert "\x1b" not in shown
+    assert max(len(line) for line in shown.splitlines()) <= 50
+    piped = subprocess.run([str(RUNQ_SCRIPT), "runs", "list", "-a"], env=terminal_env(home, 50), capture_output=True, text=True)
+    assert "\x1b" not in piped.stdout and max(len(line) for line in piped.stdout.splitlines()) > 50
