@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from . import demo, index, runs, sql
+from .. import __version__
 from .session import Settings
 from ..engine.errors import RunqError
 
@@ -50,7 +51,6 @@ def _fail(message, code):
 app = typer.Typer(
     cls=RunqGroup,
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode=None,
     suggest_commands=False,  # click suggests already
     help="Fast, SQL-backed run selection for Guild AI homes: list, delete, purge "
@@ -60,6 +60,12 @@ app.add_typer(runs.app, name="runs")
 app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
+
+
+def _print_version(value: bool):
+    if value:
+        typer.echo(f"runq {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -78,6 +84,9 @@ def root(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more (e.g. which runs had problems).")] = False,
     now: Annotated[Optional[datetime], typer.Option("--now", hidden=True)] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Show runq's version and exit.")
+    ] = False,
 ):
     ctx.obj = Settings(
         guild_home=guild_home,

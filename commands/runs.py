@@ -28,7 +28,8 @@ class RunsGroup(TyperGroup):
     does; `ls` and `rm` name `list` and `delete`."""
 
     def parse_args(self, ctx, args):
-        if not args or args[0].startswith("-") and args[0] != "--help":
+        listing = not args or args[0].startswith("-") and args[0] != "--help"
+        if listing and not ctx.resilient_parsing:  # completion wants the commands
             args = ["list", *args]
         return super().parse_args(ctx, args)
 

@@ -1,5 +1,6 @@
 """The wheel carries what runq needs, and the installed console script works."""
 
+import os
 import re
 import subprocess
 import sys
@@ -56,3 +57,43 @@ def test_console_script_runs_on_a_home(tmp_path):
     result = subprocess.run([str(script), "-H", str(home), "runs", "list", "--deleted", "-a"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == len(manifest.deleted)
+
+
+SCRIPT = Path(sys.executable).parent / "runq"
+
+
+def test_version_is_the_packages():
+    from runq import __version__
+
+    for argv in ([str(SCRIPT), "--version"], [sys.executable, "-m", "runq", "--version"]):
+        result = subprocess.run(argv, capture_output=True, text=True)
+        assert (result.returncode, result.stdout, result.stderr) == (0, f"runq {__version__}\n", "")
+
+
+def _complete(shell, words, **env):
+    """What the shell's completion function gets back when TAB is pressed after `words`."""
+    env = {**os.environ, "_RUNQ_COMPLETE": f"complete_{shell}", **env}
+    if shell == "bash":
+        env.update(COMP_WORDS=words, COMP_CWORD=str(len(words.split(" ")) - 1))
+    else:
+        env.update(_TYPER_COMPLETE_ARGS=words, _TYPER_COMPLETE_FISH_ACTION="get-args")
+    result = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_shell_completion_of_commands_and_options():
+    assert _complete("bash", "runq runs li").split() == ["list"]
+    assert _complete("bash", "runq runs ").split() == ["list", "purge", "delete", "restore"]
+    assert _complete("bash", "runq r").split() == ["runs"]
+    assert "--deleted" in _complete("bash", "runq runs list --del").split()
+    assert '"list":' in _complete("zsh", "runq runs li")
+    assert _complete("fish", "runq runs li").startswith("list\t")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_name_runq(shell):
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = subprocess.run([str(SCRIPT), "--show-completion", shell], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "_RUNQ_COMPLETE=complete_" + shell in result.stdout.replace("_RUNQ_COMPLETE='complete_", "_RUNQ_COMPLETE=complete_")
