@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from . import demo, index, runs, sql
+from . import demo, help, index, runs, sql
 from .. import __version__
 from .session import Settings
 from ..engine.errors import RunqError
@@ -60,6 +60,7 @@ app.add_typer(runs.app, name="runs")
 app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
+app.command("help")(help.help_topic)
 
 
 def _print_version(value: bool):

@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from . import render
+from .help import SEE_ALSO
 from .selection_options import selection_command
 from .session import open_archive, open_index, progress_printer
 from ..engine.api import RunIndex, Runs
@@ -141,15 +142,25 @@ RESTORE = Action(
 )
 
 
-@app.command("list")
+def _at_least_one(value: Optional[int]):
+    # As click's IntRange(min=1), without the range Typer shows escaped in help.
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{value} is not in the range x>=1.")
+    return value
+
+
+@app.command("list", epilog=SEE_ALSO)
 @selection_command
 def list_runs(
     ctx: typer.Context,
     options,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Show all runs (by default the last 20).")] = False,
-    more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
+    more: Annotated[
+        int, typer.Option("--more", "-m", count=True, show_default=False, help="Show 20 more runs; may be repeated.")
+    ] = 0,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", "-n", metavar="N", min=1, help="Limit number of runs shown.")
+        Optional[int],
+        typer.Option("--limit", "-n", metavar="N", callback=_at_least_one, help="Limit number of runs shown."),
     ] = None,
     deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
     archive: Annotated[
@@ -202,7 +213,7 @@ def _limited(runs, all_, limit, more):
     return runs[: limit or (more + 1) * RUNS_PER_PAGE]
 
 
-@app.command("purge")
+@app.command("purge", epilog=SEE_ALSO)
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False):
@@ -210,7 +221,7 @@ def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: Dry
     _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql, background)
 
 
-@app.command("delete")
+@app.command("delete", epilog=SEE_ALSO)
 @selection_command
 def delete_runs(
     ctx: typer.Context,
@@ -226,7 +237,7 @@ def delete_runs(
     _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql, background)
 
 
-@app.command("restore")
+@app.command("restore", epilog=SEE_ALSO)
 @selection_command
 def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                  as_json: JsonOption = False, show_sql: SqlOption = False):

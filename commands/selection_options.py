@@ -18,7 +18,7 @@ from ..engine.selection import STATUSES, build_selection
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
-FILTER_HELP = "Filter runs using a filter expression (see Guild's 'Filter by Expression')."
+FILTER_HELP = "Filter runs using a filter expression (see 'runq help filters')."
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ OPTION_TYPES = {
     "marked": _flag("--marked", "-Fm", help="Filter marked runs."),
     "unmarked": _flag("--unmarked", "-Fn", help="Filter unmarked runs."),
     "started": Annotated[
-        Optional[str], typer.Option("--started", "-Fs", metavar="RANGE", help="Filter runs started within RANGE.")
+        Optional[str], typer.Option("--started", "-Fs", metavar="RANGE", help="Filter runs started within RANGE (see 'runq help started').")
     ],
     "digest": Annotated[
         Optional[str], typer.Option("--digest", "-Fd", metavar="VAL", help="Filter runs with a matching source code digest.")

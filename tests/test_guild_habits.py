@@ -224,3 +224,46 @@ def test_no_color_and_pipes_get_no_escape_codes(home):
     assert max(len(line) for line in shown.splitlines()) <= 50
     piped = subprocess.run([str(RUNQ_SCRIPT), "runs", "list", "-a"], env=terminal_env(home, 50), capture_output=True, text=True)
     assert "\x1b" not in piped.stdout and max(len(line) for line in piped.stdout.splitlines()) > 50
+
+
+# Help
+
+
+@pytest.mark.parametrize("topic, phrases", [
+    ("filters", ["a and (b or c)", "attr:NAME", "flag:NAME", "scalar:PREFIX#TAG", "contains", "is undefined", "'100'"]),
+    ("started", ["last N minutes|hours|days", "N days|weeks|months|years ago", "YY-MM-DD", "between"]),
+    ("runs", ["START:END", "run id prefix", "after the filters"]),
+])
+def test_help_topics_stand_alone(topic, phrases):
+    result = CliRunner().invoke(app, ["help", topic])
+    assert result.exit_code == 0
+    for phrase in phrases:
+        assert phrase in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 78
+
+
+def test_help_lists_topics_and_refuses_others():
+    assert all(topic in CliRunner().invoke(app, ["help"]).stdout for topic in ("filters", "started", "runs"))
+    result = CliRunner().invoke(app, ["help", "nope"])
+    assert result.exit_code == 1 and result.stderr.startswith("runq: no help topic 'nope'")
+
+
+@pytest.mark.parametrize("command", ["list", "purge", "delete", "restore"])
+def test_command_help_links_topics_and_is_clean(command):
+    result = CliRunner().invoke(app, ["runs", command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    text = result.stdout
+    assert "runq help filters" in text and "runq help started" in text and "runq help runs" in text
+    assert "\\" not in text and "\x08" not in text
+
+
+def test_filter_help_examples_select_what_guild_selects(home):
+    """The examples of `runq help filters` parse and select as Guild's filters do."""
+    examples = [line.strip() for line in CliRunner().invoke(app, ["help", "filters"]).stdout.split("Examples\n")[1]
+                .split("\n\n")[0].splitlines()]
+    assert len(examples) >= 8
+    for example in examples:
+        expected = [r["id"] for r in json.loads(guild(home, "runs", "list", "--json", "-F", example).stdout)]
+        result = runq(home, "runs", "list", "--json", "-F", example)
+        assert result.exit_code == 0, (example, result.stderr)
+        assert [r["id"] for r in json.loads(result.stdout)] == expected, example
