@@ -1,12 +1,14 @@
 """Opening a Guild home's index for a command: settings from the root
 options, a refresh before any selection, and its one-line report."""
 
+import atexit
 import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from ..engine import api
@@ -57,20 +59,34 @@ def report_problems(report, verbose):
 
 
 def progress_printer(label, min_total=500):
-    """A progress callback that draws on a terminal's stderr, and stays silent otherwise."""
+    """A progress callback `(done, total)` drawing click's bar (position, ETA) on a
+    terminal's stderr, for `total` of at least `min_total`; None elsewhere."""
     if not sys.stderr.isatty():
         return None
-    state = {"shown": False}
+    bars = {}  # total -> (bar, finish)
 
     def show(done, total):
         if total < min_total:
             return
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        state["shown"] = True
+        if total not in bars:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bars[total] = bar, _finisher(bar)
+            # The bar hides the cursor until it finishes: show it again however runq ends.
+            atexit.register(bars[total][1])
+        bar, finish = bars[total]
+        bar.update(done - bar.pos)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            finish()
 
     return show
+
+
+def _finisher(bar):
+    finished = []
+
+    def finish():
+        if not finished:
+            finished.append(True)
+            bar.render_finish()
+
+    return finish

@@ -267,3 +267,31 @@ def test_filter_help_examples_select_what_guild_selects(home):
         result = runq(home, "runs", "list", "--json", "-F", example)
         assert result.exit_code == 0, (example, result.stderr)
         assert [r["id"] for r in json.loads(result.stdout)] == expected, example
+
+
+# Progress bars
+
+PROGRESS_SCRIPT = """
+import sys
+from runq.commands.session import progress_printer
+show = progress_printer("Indexing runs", min_total=10)
+if show is None:
+    sys.exit(4)
+for done in range(0, int(sys.argv[1]) + 1, 5):
+    show(done, 40)
+sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("steps, finished", [(40, True), (15, False)])
+def test_progress_bar_on_a_terminal_gives_the_cursor_back(steps, finished):
+    env = {**os.environ, "COLUMNS": "100"}
+    shown = in_pty([sys.executable, "-c", PROGRESS_SCRIPT, str(steps)], env)
+    assert "Indexing runs" in shown and f"{steps}/40" in shown
+    assert shown.endswith("\x1b[?25h\r\n")  # shown again, even when the command ends early
+    assert shown.count("\x1b[?25h") == 1
+
+
+def test_progress_is_silent_off_a_terminal():
+    result = subprocess.run([sys.executable, "-c", PROGRESS_SCRIPT, "40"], capture_output=True, text=True)
+    assert (result.returncode, result.stdout, result.stderr) == (4, "", "")
