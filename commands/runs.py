@@ -183,7 +183,7 @@ def list_runs(
     runs = selected.runs
     if as_json:
         if all_ or limit or more:
-            typer.echo("--json option always shows all runs", err=True)
+            render.note("--json option always shows all runs")
         render.print_json(runs)
         return
     shown = _limited(runs, all_, limit, more)
