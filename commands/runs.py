@@ -12,7 +12,7 @@ from typing_extensions import Annotated
 from . import render
 from .help import SEE_ALSO
 from .selection_options import selection_command
-from .session import open_archive, open_index, progress_printer
+from .session import open_archive, open_run_index, progress_printer
 from ..engine.api import RunIndex, Runs
 from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
@@ -263,7 +263,7 @@ def _select(settings, options, source, show_sql, archive=None):
     if show_sql:
         typer.echo(render.sql_script(compile_selection(selection, settings.now)))
         return None
-    index = open_archive(settings, archive) if archive else RunIndex(open_index(settings, check=(source,)))
+    index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
     return Selected(index, index.select_built(selection, settings.now))
 
 

@@ -12,9 +12,7 @@ import click
 import typer
 
 from ..engine import api
-from ..engine.home import DELETED, LIVE, resolve_home
-from ..engine.indexer import Index
-from ..engine.purge import finish_pending
+from ..engine.home import DELETED, LIVE
 
 
 @dataclass(frozen=True)
@@ -28,13 +26,21 @@ class Settings:
 
 def open_index(settings, check=(LIVE, DELETED)):
     """The home's index, refreshed for the roots in `check` (unless --no-refresh)."""
-    home = resolve_home(settings.guild_home)
-    index = Index(home, settings.index_path)
-    finish_pending(home)
-    if settings.refresh or index.meta("last_refresh") is None:  # a new index is always built
-        report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
-        report_problems(report, settings.verbose)
-    return index
+    return open_run_index(settings, check).index
+
+
+def open_run_index(settings, check=(LIVE, DELETED)):
+    """As open_index, through the Python API the run commands are built on."""
+    opened = api.open(
+        settings.guild_home,
+        settings.index_path,
+        refresh=settings.refresh,
+        check=check,
+        progress=progress_printer("Indexing runs"),
+    )
+    if opened.refresh_report:
+        report_problems(opened.refresh_report, settings.verbose)
+    return opened
 
 
 def open_archive(settings, path):

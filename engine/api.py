@@ -176,6 +176,8 @@ class RunIndex:
         kept, outcome = self._recheck(runs, LIVE, "delete")
         if not kept:
             return outcome
+        # Only after the re-check: a stopped run writes its exit status, and
+        # must not be skipped as changed after being stopped for deletion.
         outcome.stopped = actions.stop_running(kept)
         if permanent:
             self._removed(outcome, actions.remove(self.index, kept, False, progress, background), background)

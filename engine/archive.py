@@ -13,7 +13,6 @@ from pathlib import Path
 from .errors import HomeError
 from .home import GuildHome
 
-
 # Below a file, so no directory can be there: an archive has no trash, and
 # nothing may ever be moved into or purged from one.
 NOWHERE = Path(os.devnull) / "runq-archive"

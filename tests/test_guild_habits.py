@@ -197,7 +197,7 @@ def visible(text):
 
 
 @pytest.mark.parametrize("columns", [200, 100, 70])
-@pytest.mark.parametrize("args", [[], ["-m"], ["-s", "-d"]])
+@pytest.mark.parametrize("args", [[], ["-m"], ["-s", "-d"], ["-v", "-n", "5"], ["-c"]])
 def test_terminal_tables_are_guilds(home, columns, args):
     """Styled and cut as Guild does it, byte for byte, where Guild's cut falls outside a styled cell."""
     env = terminal_env(home, columns)
