@@ -9,8 +9,9 @@ import typer
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from . import demo, help, index, runs, sql
+from . import demo, index, runs, sql
 from .. import __version__
+from .help import help_topic
 from .session import Settings
 from ..engine.errors import RunqError
 
@@ -48,6 +49,11 @@ def _fail(message, code):
     raise SystemExit(code)
 
 
+# runq's help is click's plain help (rich_markup_mode=None), but Typer escapes
+# `[default: ...]` for rich markup whenever rich is installed, which prints
+# `\[default: ...]`: tell it rich is not there.
+typer.core.HAS_RICH = False
+
 app = typer.Typer(
     cls=RunqGroup,
     no_args_is_help=True,
@@ -60,7 +66,7 @@ app.add_typer(runs.app, name="runs")
 app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
-app.command("help")(help.help_topic)
+app.command("help")(help_topic)
 
 
 def _print_version(value: bool):

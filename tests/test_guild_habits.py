@@ -295,3 +295,19 @@ def test_progress_bar_on_a_terminal_gives_the_cursor_back(steps, finished):
 def test_progress_is_silent_off_a_terminal():
     result = subprocess.run([sys.executable, "-c", PROGRESS_SCRIPT, "40"], capture_output=True, text=True)
     assert (result.returncode, result.stdout, result.stderr) == (4, "", "")
+
+
+@pytest.mark.parametrize("command", [[], ["runs"], ["index"], ["sql"], ["demo"], ["help"], ["runs", "list"]])
+def test_no_command_help_has_escaped_brackets(command):
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert "\\[" not in result.stdout and "\\" not in result.stdout
+
+
+def test_installed_script_lists_with_runs_alone_and_explains_filters(home):
+    env = {**os.environ, "GUILD_HOME": str(home)}
+    alone = subprocess.run([str(RUNQ_SCRIPT), "runs", "-a"], env=env, capture_output=True, text=True)
+    listed = subprocess.run([str(RUNQ_SCRIPT), "runs", "ls", "-a"], env=env, capture_output=True, text=True)
+    assert alone.returncode == 0 and alone.stdout == listed.stdout == guild(home, "runs", "list", "-a").stdout
+    topic = subprocess.run([str(RUNQ_SCRIPT), "help", "filters"], capture_output=True, text=True)
+    assert topic.returncode == 0 and "a and (b or c)" in topic.stdout
