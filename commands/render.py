@@ -270,7 +270,7 @@ def _comment_text(comment):
     formatter.write_paragraph()
     formatter.indent()
     formatter.indent()
-    formatter.write_text(comment.get("body") or "")
+    formatter.write_text(str(comment.get("body") or ""))
     return formatter.getvalue()
 
 
@@ -286,10 +286,11 @@ def _comment_time(time):
         return str(time)
 
 
-def run_json(run):
-    """Guild's `runs list --json` record (values read from the run's files, as
-    Guild reads them), then runq's own fields: RUNQ_JSON_FIELDS."""
-    record = details.guild_json(run.dir, run.id, run.status)
+def run_json(run, stored=None):
+    """Guild's `runs list --json` record (with Guild's values: from the index
+    where it holds them exactly, else from the run's files), then runq's own
+    fields: RUNQ_JSON_FIELDS."""
+    record = details.guild_json(run.dir, run.id, run.status, stored)
     record.update(
         index=run.position,
         operation=run.operation,
@@ -302,9 +303,10 @@ def run_json(run):
 RUNQ_JSON_FIELDS = ("index", "operation", "started_text", "deleted")
 
 
-def print_json(runs):
-    """One JSON array on one line, as Guild prints it."""
-    typer.echo(json.dumps([run_json(run) for run in runs], default=str))
+def print_json(runs, index):
+    """One JSON array on one line, as Guild prints it; `index` is the api.RunIndex the runs come from."""
+    stored = index.stored_attrs(runs, details.GUILD_JSON_ATTRS)
+    typer.echo(json.dumps([run_json(run, stored.get(run.id, {})) for run in runs], default=str))
 
 
 def sql_script(compiled):

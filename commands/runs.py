@@ -184,7 +184,7 @@ def list_runs(
     if as_json:
         if all_ or limit or more:
             render.note("--json option always shows all runs")
-        render.print_json(runs)
+        render.print_json(runs, selected.index)
         return
     shown = _limited(runs, all_, limit, more)
     if len(shown) < len(runs) and not limit:
@@ -273,7 +273,7 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         return
     runs = selected.runs
     if dry_run and as_json:
-        render.print_json(runs)  # an array even when empty: this output is for programs
+        render.print_json(runs, selected.index)  # an array even when empty: this output is for programs
         return
     if not runs:
         typer.echo(action.nothing, err=True)

@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from . import actions
 from .archive import ArchiveHome, archive_home
 from .errors import SelectionError
-from .executor import execute_readonly
+from .executor import execute_readonly, stored_attrs
 from .home import DELETED, LIVE, resolve_home
 from .indexer import Index
 from .purge import finish_pending
@@ -155,6 +155,10 @@ class RunIndex:
     def select_built(self, selection, now):
         """Runs of an engine.selection.Selection (what the command line builds)."""
         return Runs(actions.select(self.index, selection, now), selection, now)
+
+    def stored_attrs(self, runs, names):
+        """{run id: {name: (kind, num, str, json)}}: what the index holds of these attributes."""
+        return stored_attrs(self.index.conn, [run.id for run in runs], list(names))
 
     def sql(self, query):
         """Runs read-only SQL over the index; writes are refused."""

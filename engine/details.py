@@ -7,6 +7,7 @@ reads them: only the selected runs pay for it, and large attributes stay
 undecoded in the index.
 """
 
+import json
 import os
 import shlex
 
@@ -68,15 +69,57 @@ def proto_dir(run_dir):
     return path if os.path.exists(path) else None
 
 
-def guild_json(run_dir, run_id, status):
-    """A run's record in Guild's `runs list --json` shape, batch prototype included."""
+def guild_json(run_dir, run_id, status, stored=None):
+    """A run's record in Guild's `runs list --json` shape, batch prototype included.
+
+    `stored` holds the index's (kind, num, str, json) rows of the run's
+    attributes: a value they hold exactly is taken from there, any other is
+    read from the run's files (always `cmd`, which the index keeps undecoded;
+    every value when `stored` is None).
+    """
     record = {"id": run_id, "run_dir": run_dir, "opref": opref_text(run_dir)}
     for name in GUILD_JSON_ATTRS:
-        record[name] = status if name == "status" else attr(run_dir, name)
+        record[name] = status if name == "status" else _value(run_dir, name, stored)
     proto = proto_dir(run_dir)
     if proto:
         record["batch_proto"] = guild_json(proto, os.path.basename(proto), _proto_status(proto))
     return record
+
+
+def _value(run_dir, name, stored):
+    if stored is None:
+        return attr(run_dir, name)
+    if name not in stored:
+        return None  # the index has a row for every attribute file a run has
+    value = exact_value(*stored[name])
+    return attr(run_dir, name) if value is INEXACT else value
+
+
+class _Inexact:
+    """A stored value that does not give back the decoded one (raw, dates, NaN, huge ints)."""
+
+
+INEXACT = _Inexact()
+EXACT_KINDS = {
+    "null": lambda num, text, json_text: None,
+    "bool": lambda num, text, json_text: bool(num),
+    "int": lambda num, text, json_text: num if isinstance(num, int) else INEXACT,
+    "float": lambda num, text, json_text: num if isinstance(num, float) else INEXACT,
+    "str": lambda num, text, json_text: text,
+    "list": lambda num, text, json_text: _exact_json(json_text),
+    "dict": lambda num, text, json_text: _exact_json(json_text),
+}
+
+
+def exact_value(kind, num, text, json_text):
+    """The decoded value an index row stores, or INEXACT when the row cannot give it back."""
+    rebuild = EXACT_KINDS.get(kind)
+    return rebuild(num, text, json_text) if rebuild else INEXACT
+
+
+def _exact_json(json_text):
+    # Dates inside a list were stored as their text: Guild could not print them at all.
+    return INEXACT if json_text is None else json.loads(json_text)
 
 
 def _proto_status(path):

@@ -167,3 +167,19 @@ def execute_readonly(conn, sql):
 
 
 assert RUN_COLUMNS == SelectedRun._fields[: len(RUN_COLUMNS)]
+
+
+def stored_attrs(conn, run_ids, names):
+    """{run id: {name: (kind, num, str, json)}}: the index's rows of these attributes."""
+    found = {}
+    name_marks = ", ".join("?" * len(names))
+    for start in range(0, len(run_ids), 10000):
+        chunk = list(run_ids[start : start + 10000])
+        rows = conn.execute(
+            f"SELECT r.id, a.name, a.kind, a.num, a.str, a.json FROM runs AS r JOIN attrs AS a ON a.run_key = r.key"
+            f" WHERE r.id IN ({', '.join('?' * len(chunk))}) AND a.name IN ({name_marks})",
+            [*chunk, *names],
+        )
+        for run_id, name, *stored in rows:
+            found.setdefault(run_id, {})[name] = tuple(stored)
+    return found

@@ -311,3 +311,15 @@ def test_installed_script_lists_with_runs_alone_and_explains_filters(home):
     assert alone.returncode == 0 and alone.stdout == listed.stdout == guild(home, "runs", "list", "-a").stdout
     topic = subprocess.run([str(RUNQ_SCRIPT), "help", "filters"], capture_output=True, text=True)
     assert topic.returncode == 0 and "a and (b or c)" in topic.stdout
+
+
+def test_json_values_the_index_cannot_hold_exactly_come_from_the_files(tmp_path):
+    manifest = generate_home(tmp_path, HomeSpec(runs=6, seed=9, profile="fidelity", sourcecode_files=1), NOW)
+    attrs = [record.run_dir(tmp_path) / ".guild" / "attrs" for record in manifest.live]
+    (attrs[0] / "exit_status").write_text(".nan\n")
+    (attrs[1] / "label").write_text("123456789012345678901234567890\n")  # beyond SQLite's integers
+    expected = json.loads(guild(tmp_path, "runs", "list", "--json").stdout.replace("NaN", '"NaN"'))
+    result = runq(tmp_path, "runs", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(result.stdout.replace("NaN", '"NaN"'))
+    assert _without_runq_fields(shown) == expected
