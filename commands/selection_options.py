@@ -15,6 +15,7 @@ from typing_extensions import Annotated
 
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
+from .completion import complete_run_ids
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
@@ -101,7 +102,9 @@ def _validate_status_chars(value: Optional[str]):
 
 
 OPTION_TYPES = {
-    "runs": Annotated[Optional[List[str]], typer.Argument(metavar="RUN...", show_default=False)],
+    "runs": Annotated[
+        Optional[List[str]], typer.Argument(metavar="RUN...", show_default=False, autocompletion=complete_run_ids)
+    ],
     "filter_expr": Annotated[Optional[str], typer.Option("--filter", "-F", metavar="EXPR", help=FILTER_HELP)],
     "operations": _multi("--operation", "-Fo", metavar="VAL", help="Filter runs with operations matching VAL."),
     "labels": _multi("--label", "-Fl", metavar="VAL", help="Filter runs with labels matching VAL ('-' for no label)."),

@@ -97,3 +97,14 @@ def test_completion_scripts_name_runq(shell):
     result = subprocess.run([str(SCRIPT), "--show-completion", shell], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "_RUNQ_COMPLETE=complete_" + shell in result.stdout.replace("_RUNQ_COMPLETE='complete_", "_RUNQ_COMPLETE=complete_")
+
+
+def test_shell_completion_of_run_ids(tmp_path):
+    home = tmp_path / "home"
+    manifest = generate_home(home, HomeSpec(runs=12, profile="fidelity", seed=2, sourcecode_files=1), datetime.now())
+    live, deleted = [r.id for r in manifest.live], [r.id for r in manifest.deleted]
+    prefix = live[0][0]
+    assert _complete("bash", f"runq -H {home} runs delete {prefix}").split() == sorted(i for i in live if i.startswith(prefix))
+    assert _complete("bash", f"runq -H {home} runs purge ").split() == sorted(deleted)
+    assert _complete("bash", f"runq -H {home} runs list -d ").split() == sorted(deleted)
+    assert _complete("bash", f"runq -H {tmp_path / 'nowhere'} runs list ").split() == []
