@@ -7,7 +7,6 @@ import shutil
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Optional
 
 import click
 import typer
@@ -151,8 +150,8 @@ def _terminal_line(cells, used, terminal):
     parts = []
     for segments in cells:
         cell_width = sum(len(text) for text, _ in segments)
-        room = None if terminal.width is None else terminal.width - used
-        if room is not None and cell_width > room:
+        room = terminal.width - used
+        if cell_width > room:
             parts.append(_styled(_cut(segments, room), terminal.styled))
             break
         parts.append(_styled(segments, terminal.styled))
@@ -179,7 +178,7 @@ def _styled(segments, styled):
 @dataclass(frozen=True)
 class Terminal:
     styled: bool  # escape codes wanted (not with NO_COLOR)
-    width: Optional[int]  # columns, None: do not cut
+    width: int  # columns: lines are cut there
 
 
 def terminal_for(stream):
