@@ -12,12 +12,13 @@ safety of the commands (runs re-checked after selection, purge only from
 the trash, through the purge area).
 """
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import List, NamedTuple, Optional, Tuple
 
 from . import actions
-from .archive import ArchiveHome, archive_home
+from .archive import archive_home, archive_path
 from .errors import SelectionError
 from .executor import execute_readonly, stored_attrs
 from .home import DELETED, LIVE, resolve_home
@@ -46,12 +47,14 @@ def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress
 
 def open_archive(path, index=None, *, refresh=True, progress=None):
     """The index of an archive: a directory of runs as `guild export` writes
-    them (kept in the user's cache directory unless `index` says where)."""
-    db = Index(archive_home(path), index)
+    them. It is kept in the user's cache directory unless `index` says where;
+    its runs can be selected, not acted on."""
+    archive = archive_path(path)
+    db = Index(archive_home(archive), index)
     report = None
     if refresh or db.meta("last_refresh") is None:
         report = db.refresh(check=(LIVE,), progress=progress)
-    return RunIndex(db, report)
+    return RunIndex(db, report, archive=archive)
 
 
 class Runs(list):
@@ -82,9 +85,10 @@ class SqlResult(NamedTuple):
 class RunIndex:
     """An open, refreshed index of one Guild home."""
 
-    def __init__(self, index, refresh_report=None):
+    def __init__(self, index, refresh_report=None, archive=None):
         self.index = index
         self.refresh_report = refresh_report  # None when the index was used as it was
+        self.archive = archive  # the archive directory, for an archive's index
 
     @property
     def home(self):
@@ -154,7 +158,10 @@ class RunIndex:
 
     def select_built(self, selection, now):
         """Runs of an engine.selection.Selection (what the command line builds)."""
-        return Runs(actions.select(self.index, selection, now), selection, now)
+        runs = actions.select(self.index, selection, now)
+        if self.archive:  # shown where they are, not through the link runq made to them
+            runs = [run._replace(dir=os.path.join(self.archive, run.id)) for run in runs]
+        return Runs(runs, selection, now)
 
     def stored_attrs(self, runs, names):
         """{run id: {name: (kind, num, str, json)}}: what the index holds of these attributes."""
@@ -197,7 +204,7 @@ class RunIndex:
         return outcome
 
     def _recheck(self, runs, source, verb):
-        if isinstance(self.index.home, ArchiveHome):
+        if self.archive:
             raise SelectionError(f"cannot {verb} runs of an archive", hint="runq only lists archived runs")
         if not isinstance(runs, Runs):
             raise SelectionError(f"{verb} takes runs from select()", hint="select them with index.select(...)")

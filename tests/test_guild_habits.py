@@ -118,8 +118,10 @@ def test_list_archive_lists_a_directory_of_runs_as_guild(home, tmp_path, monkeyp
     result = runq(home, "runs", "list", "-A", str(archive))
     assert result.exit_code == 0, result.stderr
     assert result.stdout == expected.stdout and len(result.stdout.splitlines()) == 6
+    verbose = runq(home, "runs", "list", "-A", str(archive), "-v")
+    assert verbose.stdout == guild(home, "runs", "list", "-A", str(archive), "-v").stdout  # run_dir in the archive
     assert sorted(os.listdir(archive)) == before  # the index is in the cache, not the archive
-    assert list((tmp_path / "cache" / "runq" / "archives").glob("archive-*/index.db"))
+    assert list((tmp_path / "cache" / "runq" / "archives").glob("archive-*/cache/runq/index.db"))
 
 
 @pytest.mark.parametrize(
