@@ -104,6 +104,9 @@ def test_shell_completion_of_run_ids(tmp_path):
     manifest = generate_home(home, HomeSpec(runs=12, profile="fidelity", seed=2, sourcecode_files=1), datetime.now())
     live, deleted = [r.id for r in manifest.live], [r.id for r in manifest.deleted]
     prefix = live[0][0]
+    assert _complete("bash", f"runq -H {home} runs list ").split() == []  # no index yet: nothing to wait for
+    assert not (home / "cache" / "runq").exists()
+    subprocess.run([str(SCRIPT), "-H", str(home), "index"], check=True, capture_output=True)
     assert _complete("bash", f"runq -H {home} runs delete {prefix}").split() == sorted(i for i in live if i.startswith(prefix))
     assert _complete("bash", f"runq -H {home} runs purge ").split() == sorted(deleted)
     assert _complete("bash", f"runq -H {home} runs list -d ").split() == sorted(deleted)
