@@ -325,3 +325,27 @@ def test_json_values_the_index_cannot_hold_exactly_come_from_the_files(tmp_path)
     assert result.exit_code == 0, result.stderr
     shown = json.loads(result.stdout.replace("NaN", '"NaN"'))
     assert _without_runq_fields(shown) == expected
+
+
+ODD_FILES = {
+    "attrs/comments": b"just text\n",
+    "attrs/cmd": b"a: 1\n",
+    "attrs/label": b"[1, 2]\n",
+    "attrs/marked": b"\xff\xfe not utf-8",
+    "attrs/vcs_commit": b"{\n",
+    "LOCK": b"not a pid",
+    "opref": b"' unbalanced",
+    "proto": b"a file where a batch prototype would be",
+}
+
+
+@pytest.mark.parametrize("args", [["-v"], ["-c"], ["--json"], ["-s"]])
+def test_odd_run_files_never_break_the_output(tmp_path, args):
+    manifest = generate_home(tmp_path, HomeSpec(runs=8, seed=12, profile="fidelity", sourcecode_files=1), NOW)
+    for record in manifest.live:
+        for name, text in ODD_FILES.items():
+            (record.run_dir(tmp_path) / ".guild" / name).write_bytes(text)
+    result = runq(tmp_path, "runs", "list", *args)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(json.loads(result.stdout)) == len(manifest.live) if args == ["--json"] else result.stdout
