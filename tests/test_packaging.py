@@ -111,3 +111,8 @@ def test_shell_completion_of_run_ids(tmp_path):
     assert _complete("bash", f"runq -H {home} runs purge ").split() == sorted(deleted)
     assert _complete("bash", f"runq -H {home} runs list -d ").split() == sorted(deleted)
     assert _complete("bash", f"runq -H {tmp_path / 'nowhere'} runs list ").split() == []
+    assert _complete("bash", f"runq -H {home} runs list -Fo ").splitlines() == sorted({r.operation for r in manifest.live})
+    deleted_tags = sorted({tag for r in manifest.deleted for tag in r.tags or ()})
+    assert _complete("bash", f"runq -H {home} runs purge -Ft ").splitlines() == deleted_tags
+    labels = sorted(f'"{r.label}"' for r in manifest.live if r.label)  # as Guild: any label but ''
+    assert sorted(set(_complete("bash", f"runq -H {home} runs list -Fl ").splitlines())) == sorted(set(labels))
