@@ -99,7 +99,7 @@ def test_completion_scripts_name_runq(shell):
     assert "_RUNQ_COMPLETE=complete_" + shell in result.stdout.replace("_RUNQ_COMPLETE='complete_", "_RUNQ_COMPLETE=complete_")
 
 
-def test_shell_completion_of_run_ids(tmp_path):
+def test_shell_completion_of_run_ids_and_filter_values(tmp_path):
     home = tmp_path / "home"
     manifest = generate_home(home, HomeSpec(runs=12, profile="fidelity", seed=2, sourcecode_files=1), datetime.now())
     live, deleted = [r.id for r in manifest.live], [r.id for r in manifest.deleted]
