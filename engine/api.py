@@ -92,7 +92,8 @@ class RunIndex:
 
     @property
     def home(self):
-        return self.index.home.path
+        """The Guild home, or the archive directory."""
+        return self.archive or self.index.home.path
 
     @property
     def path(self):
