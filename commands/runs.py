@@ -38,8 +38,11 @@ class RunsGroup(TyperGroup):
         return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
 
     def format_commands(self, ctx, formatter):
-        names = {command: [command] + [a for a, c in ALIASES.items() if c == command] for command in self.list_commands(ctx)}
-        rows = [(", ".join(names[name]), self.get_command(ctx, name).get_short_help_str()) for name in names]
+        """Commands with their aliases, as Guild lists them (`delete, rm`)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            names = [name] + [alias for alias, command in ALIASES.items() if command == name]
+            rows.append((", ".join(names), self.get_command(ctx, name).get_short_help_str()))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
