@@ -1,10 +1,10 @@
-"""What output shows beyond the index, read from the shown runs' directories.
+"""What output shows beyond the selected rows: Guild's values of the shown runs.
 
-The index holds what selections need; `--json`, `-v` and `-c` show more
-(commands, comments, tags, the opref as Guild writes it). Those are read
-here when a run is printed, from its own files, as Guild's `Run.get`
-reads them: only the selected runs pay for it, and large attributes stay
-undecoded in the index.
+`--json`, `-v` and `-c` show more than a selection returns (commands,
+comments, tags, the opref as Guild writes it). Those come, when a run is
+printed, from the index where it holds a value exactly, else from the
+run's own files as Guild's `Run.get` reads them: only the shown runs pay
+for it, and large attributes stay undecoded in the index.
 """
 
 import json
