@@ -2,6 +2,7 @@
 
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -26,14 +27,18 @@ RESET = "\x1b[0m"
 
 
 def started_text(timestamp):
+    """Local time as Guild shows it; '' for a time no date can show (Guild stops there)."""
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return ""
 
 
 def run_cells(run, cwd):
     op_desc = (run.operation or "?") + _op_dir_suffix(run.op_dir, cwd)
-    return {
+    cells = {
         "index": f"[{run.position}:{run.short_id}]",
         "short_index": f"[{run.short_id}]",
         "num_index": f"[{run.position}]",
@@ -42,6 +47,15 @@ def run_cells(run, cwd):
         "status": f"{run.status} ({run.remote})" if run.remote else run.status,
         "label": run.label or "",
     }
+    return {column: _one_line(text) for column, text in cells.items()}
+
+
+def _one_line(text):
+    """Cell text that keeps a table row on one line and cannot drive the
+    terminal: control characters as Python escapes (Guild prints them raw)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 @functools.lru_cache(maxsize=1024)  # few projects, many runs
@@ -140,7 +154,7 @@ def _segments(run, row, column, cell, cwd):
     if column != "op_desc":
         return [(cell, "")]
     marked = MARKED if run.marked else ""
-    suffix = _op_dir_suffix(run.op_dir, cwd)
+    suffix = _one_line(_op_dir_suffix(run.op_dir, cwd))
     op_end = len(row["op_desc"]) - len(marked) - len(suffix)
     return [(cell[:op_end], ""), (suffix, DIM), (cell[op_end:][len(suffix):], "")]
 
@@ -289,7 +303,7 @@ def run_json(run, stored=None):
     """Guild's `runs list --json` record (with Guild's values: from the index
     where it holds them exactly, else from the run's files), then runq's own
     fields: RUNQ_JSON_FIELDS."""
-    record = details.guild_json(run.dir, run.id, run.status, stored)
+    record = _strict_json(details.guild_json(run.dir, run.id, run.status, stored))
     record.update(
         index=run.position,
         operation=run.operation,
@@ -297,6 +311,17 @@ def run_json(run, stored=None):
         deleted=bool(run.deleted),
     )
     return record
+
+
+def _strict_json(value):
+    """JSON has no NaN or infinities (Guild prints them as NaN, Infinity): they are null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    return value
 
 
 RUNQ_JSON_FIELDS = ("index", "operation", "started_text", "deleted")
@@ -316,6 +341,24 @@ def sql_script(compiled):
     return "\n".join(lines)
 
 
+def plan_lines(rows):
+    """EXPLAIN QUERY PLAN rows (id, parent id, detail) as a tree, drawn as sqlite3's shell draws it."""
+    children = {}
+    for node, parent, detail in rows:
+        children.setdefault(parent, []).append((node, detail))
+    lines = ["QUERY PLAN"]
+
+    def branch(parent, prefix):
+        kids = children.get(parent, [])
+        for i, (node, detail) in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(prefix + ("`--" if last else "|--") + detail)
+            branch(node, prefix + ("   " if last else "|  "))
+
+    branch(0, "")
+    return lines
+
+
 def _lazy_note(names):
     if not names:
         return []
@@ -330,6 +373,8 @@ def sql_literal(value):
         return "NULL"
     if isinstance(value, bool):
         return str(int(value))
+    if isinstance(value, float) and math.isinf(value):
+        return "1e999" if value > 0 else "-1e999"  # SQLite reads these as infinities; Python's inf it does not
     if isinstance(value, (int, float)):
         return repr(value)
     return " || ".join(_string_parts(str(value))) or "''"

@@ -13,6 +13,7 @@ from . import render
 from .help import SEE_ALSO
 from .selection_options import selection_command
 from .session import open_archive, open_run_index, progress_printer
+from ..engine import actions
 from ..engine.api import RunIndex, Runs
 from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
@@ -62,6 +63,9 @@ BackgroundOption = Annotated[
 ]
 SqlOption = Annotated[
     bool, typer.Option("--sql", help="Print the selection's SQL and parameters, and exit without touching anything.")
+]
+ExplainOption = Annotated[
+    bool, typer.Option("--explain", help="Print SQLite's query plan for the selection, and exit without touching anything.")
 ]
 
 
@@ -175,12 +179,13 @@ def list_runs(
     as_json: JsonOption = False,
     simplified: Annotated[bool, typer.Option("--simplified", "-s", help="Show a simplified list.")] = False,
     show_sql: SqlOption = False,
+    explain: ExplainOption = False,
 ):
     """List runs, newest first, as Guild would select them."""
     _check_compatible(all=all_, limit=limit, comments=show_comments, verbose=verbose, json=as_json,
                       archive=archive, deleted=deleted)
     source = DELETED if deleted else LIVE
-    selected = _select(ctx.obj, options, source, show_sql, archive)
+    selected = _select(ctx.obj, options, source, _shown(show_sql, explain), archive)
     if selected is None:
         return
     runs = selected.runs
@@ -219,9 +224,10 @@ def _limited(runs, all_, limit, more):
 @app.command("purge", epilog=SEE_ALSO)
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
-               as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False):
+               as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False,
+               explain: ExplainOption = False):
     """Permanently delete deleted runs (those in the trash)."""
-    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql, background)
+    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
 @app.command("delete", epilog=SEE_ALSO)
@@ -235,17 +241,18 @@ def delete_runs(
     as_json: JsonOption = False,
     show_sql: SqlOption = False,
     background: BackgroundOption = False,
+    explain: ExplainOption = False,
 ):
     """Delete runs (move them to the trash, or remove them with --permanent)."""
-    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql, background)
+    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
 @app.command("restore", epilog=SEE_ALSO)
 @selection_command
 def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
-                 as_json: JsonOption = False, show_sql: SqlOption = False):
+                 as_json: JsonOption = False, show_sql: SqlOption = False, explain: ExplainOption = False):
     """Restore deleted runs from the trash."""
-    _act(ctx.obj, options, RESTORE, yes, dry_run, as_json, show_sql)
+    _act(ctx.obj, options, RESTORE, yes, dry_run, as_json, _shown(show_sql, explain))
 
 
 # Shared flow
@@ -257,14 +264,29 @@ class Selected:
     runs: Runs
 
 
+def _shown(show_sql, explain):
+    """What to print instead of acting: 'sql' (--sql), 'plan' (--explain), both or neither."""
+    return {name for name, wanted in (("sql", show_sql), ("plan", explain)) if wanted}
+
+
+def _show_query(compiled, shown):
+    """The SQL script, and/or the query plan (as comment lines after the script)."""
+    if "sql" in shown:
+        typer.echo(render.sql_script(compiled))
+    if "plan" in shown:
+        prefix = "-- " if "sql" in shown else ""
+        typer.echo("\n".join(prefix + line for line in render.plan_lines(actions.plan(compiled))))
+
+
 def _select(settings, options, source, show_sql, archive=None):
     """The selected runs and the index behind them, or None after printing
-    the SQL for --sql. With `archive`, runs of that directory."""
+    the SQL for --sql or the plan for --explain. With `archive`, runs of that
+    directory."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
     if show_sql:
-        typer.echo(render.sql_script(compile_selection(selection, settings.now)))
+        _show_query(compile_selection(selection, settings.now), show_sql)
         return None
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
     return Selected(index, index.select_built(selection, settings.now))

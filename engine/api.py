@@ -20,7 +20,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from . import actions
 from .archive import archive_home, archive_path
 from .errors import SelectionError
-from .executor import execute_readonly, stored_attrs
+from .executor import ReadOnlyQuery, stored_attrs
 from .home import DELETED, LIVE, resolve_home
 from .indexer import Index
 from .purge import finish_pending
@@ -168,9 +168,11 @@ class RunIndex:
         """{run id: {name: (kind, num, str, json)}}: what the index holds of these attributes."""
         return stored_attrs(self.index.conn, [run.id for run in runs], list(names))
 
-    def sql(self, query):
-        """Runs read-only SQL over the index; writes are refused."""
-        return SqlResult(*execute_readonly(self.index.conn, query))
+    def sql(self, query, params=None, *, timeout=None):
+        """Runs read-only SQL over the index (anything else is refused), binding
+        `params` (a sequence, or a mapping for :name); `timeout` in seconds."""
+        with ReadOnlyQuery(self.index.conn, query, params, timeout) as running:
+            return SqlResult(running.columns, list(running))
 
     # Acting: each re-checks the runs against the disk first and leaves out
     # those that changed so that they no longer match (Outcome.skipped).

@@ -12,6 +12,7 @@ import os
 import shlex
 
 from .attrs import decode_attr
+from .files import ATTR_MAX_BYTES, MARKER_MAX_BYTES, OPREF_MAX_BYTES, read_regular
 from .rundir import format_pkg, parse_opref
 
 # Guild's `runs list --json` fields after id, run_dir and opref, in its order.
@@ -32,7 +33,7 @@ def attr(run_dir, name, default=None):
 
 def opref_text(run_dir):
     """The run's opref as Guild prints it (`str(run.opref)`), '' when it has none."""
-    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref")))
+    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref"), OPREF_MAX_BYTES))
     if opref is None:
         return ""
     pkg_type, pkg_name, version, model, op = (_shell_quote(part) for part in opref)
@@ -41,7 +42,7 @@ def opref_text(run_dir):
 
 def from_text(run_dir):
     """Guild's `from`: the guildfile or script directory (with ~), or the package."""
-    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref")))
+    opref = parse_opref(_read_text(os.path.join(run_dir, ".guild", "opref"), OPREF_MAX_BYTES))
     return format_pkg(opref) if opref else ""
 
 
@@ -56,7 +57,7 @@ def _shell_quote(text):
 
 def lock_pid(run_dir):
     """The pid in the run's LOCK file, as Guild's `run.pid` reads it."""
-    text = _read_text(os.path.join(run_dir, ".guild", "LOCK"))
+    text = _read_text(os.path.join(run_dir, ".guild", "LOCK"), MARKER_MAX_BYTES)
     try:
         return int(text[:10]) if text is not None else None
     except ValueError:
@@ -132,9 +133,11 @@ def _proto_status(path):
     return run_status(guild_dir, attr(path, "exit_status"), markers)["status"]
 
 
-def _read_text(path):
+def _read_text(path, limit=ATTR_MAX_BYTES):
+    """A regular file's text as Guild reads it (universal newlines), or None;
+    never blocking on a FIFO nor reading past `limit`."""
     try:
-        with open(path, encoding="utf-8", newline=None) as f:
-            return f.read()
+        text = read_regular(path, limit).decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text

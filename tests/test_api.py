@@ -122,6 +122,7 @@ def test_sql_reads_and_refuses_writes(sample):
         with pytest.raises(RunqError):
             index.sql("DELETE FROM runs")
         assert index.sql("SELECT COUNT(*) FROM runs").rows == [(len(manifest.runs),)]
+        assert index.sql("SELECT COUNT(*) FROM runs WHERE deleted = :d", {"d": 0}).rows == [(len(manifest.live),)]
 
 
 @pytest.mark.parametrize("options, message", [
