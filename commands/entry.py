@@ -1,0 +1,55 @@
+"""The `runq` process: signal handling first, then the application.
+
+Ctrl-C and SIGTERM must stop runq at any moment, also while it is still
+importing its libraries (a few tenths of a second), so this module imports
+nothing heavy and installs its handlers as soon as it is imported (only
+the `runq` script and `python -m runq` import it), before the application.
+
+On either signal runq stops at once: one line, exit 130 or 143. Nothing
+needs unwinding first: a refresh commits all at once (SQLite rolls back the
+rest), a purge finishes on the next command, and forked children end with
+their parent (see engine/indexer.py).
+"""
+
+import os
+import signal
+import sys
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+def main():
+    from .app import app  # typer, click, sqlglot...: the slow part of starting
+
+    try:
+        app()
+    finally:
+        _flush_stdout()
+
+
+def _stop_on_signals(owner):
+    def stop(signum, frame):
+        # A forked child inherits this handler; only runq itself speaks.
+        if os.getpid() == owner:
+            os.write(2, b"runq: interrupted\n")
+        os._exit(EXIT_CODES[signum])
+
+    for signum in EXIT_CODES:
+        signal.signal(signum, stop)
+
+
+def _flush_stdout():
+    """Flushes now, so that a reader gone away (`runq ... | head -1`) is
+    met here rather than by the interpreter's last flush, which would print
+    a warning and exit with 120."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        from .failure import quiet_stdout
+
+        quiet_stdout()
+    except (OSError, ValueError):  # stdout already closed: nothing to lose
+        pass
+
+
+_stop_on_signals(owner=os.getpid())
