@@ -12,11 +12,16 @@ import json
 import operator
 import re
 import sqlite3
+import threading
 from itertools import groupby
 from typing import NamedTuple, Optional
 
 from .compiler import RUN_COLUMNS
 from .errors import SelectionError
+
+# A -Fo pattern may backtrack for ever (`^(a|aa)+$` on a long name); each
+# (pattern, operation) is searched once, and gives up after this long.
+PATTERN_SECONDS = 1.0
 
 LIST_OPS = {
     "=": operator.eq,
@@ -56,21 +61,63 @@ def register_functions(conn):
     conn.create_function("runq_list_contains", 2, list_contains, deterministic=True)
 
 
+class PatternTooSlow(SelectionError):
+    """A -Fo regular expression that did not finish in time."""
+
+
+class _QueryState(threading.local):
+    error = None  # what a function raised: SQLite only says that one did
+
+
+_query_state = _QueryState()
+
+
 @functools.lru_cache(maxsize=256)
 def _pattern(pattern):
+    """The compiled pattern: checked with Python's `re`, the syntax Guild
+    uses, and run by `regex`, which can be stopped; None when it is bad."""
     try:
-        return re.compile(pattern)
-    except re.error:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
         return None
+    import regex  # only -Fo patterns need it
+
+    try:
+        return regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError):  # a pattern only `re` reads: no time limit then
+        return re.compile(pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(pattern, text):
+    compiled = _pattern(pattern)
+    if compiled is None:
+        return False
+    if compiled.__class__ is re.Pattern:
+        return bool(compiled.search(text))
+    try:
+        return bool(compiled.search(text, timeout=PATTERN_SECONDS))
+    except TimeoutError:
+        raise PatternTooSlow(
+            f"the pattern '{pattern}' took over {PATTERN_SECONDS:g} s to search '{text}'",
+            hint="simplify it: nested repetitions such as (a+)+ can take for ever",
+        ) from None
 
 
 def regexp(pattern, text):
     """`text REGEXP pattern`: Guild's re.search; a bad pattern matches nothing."""
-    compiled = _pattern(pattern)
-    return int(bool(compiled and text is not None and compiled.search(text)))
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        return 0
+    try:
+        return int(_search(pattern, text))
+    except PatternTooSlow as e:
+        _query_state.error = e  # SQLite turns it into "user-defined function raised exception"
+        raise
 
 
 def shell_match(text, pattern):
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        return 0
     return int(bool(text) and fnmatch.fnmatch(text, pattern))
 
 
@@ -101,13 +148,14 @@ def select_runs(conn, compiled):
     """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
 
     Large attributes it names must have been decoded (Index.decode_lazy)."""
+    _query_state.error = None
     try:
-        cursor = conn.execute(compiled.sql(), compiled.bound_params())
+        rows = conn.execute(compiled.sql(), compiled.bound_params()).fetchall()
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
-        raise SelectionError(f"the index cannot run this selection: {e}") from None
+        raise _query_state.error or SelectionError(f"the index cannot run this selection: {e}") from None
     if not compiled.has_run_args:
-        return [_selected_run(row) for row in cursor]
-    return resolve_run_args(cursor)
+        return [_selected_run(row) for row in rows]
+    return resolve_run_args(rows)
 
 
 _selected_run = SelectedRun._make
