@@ -16,7 +16,7 @@ from .failure import one_line, quiet_stdout, unexpected_error
 from .session import DEFAULT_LOCK_TIMEOUT, Settings
 from ..engine.errors import RunqError
 
-EXPECTED_ERRORS = (RunqError, click.ClickException, click.exceptions.Exit, click.exceptions.Abort, BrokenPipeError)
+EXPECTED_ERRORS = (RunqError, click.ClickException, click.exceptions.Exit, click.exceptions.Abort)
 
 
 class RunqGroup(TyperGroup):
@@ -50,6 +50,9 @@ class RunqGroup(TyperGroup):
             return super().invoke(ctx)
         except EXPECTED_ERRORS:
             raise
+        except BrokenPipeError:  # before click's own handling, which exits with 1
+            quiet_stdout()
+            raise click.exceptions.Exit(0) from None
         except Exception as e:
             _show_traceback(_debugging(ctx.obj))
             raise unexpected_error(e) from e

@@ -23,8 +23,8 @@ def main():
 
     try:
         app()
-    finally:
-        _flush_stdout()
+    except SystemExit as done:
+        raise SystemExit(_flushed(done.code)) from None
 
 
 def _stop_on_signals(owner):
@@ -38,18 +38,24 @@ def _stop_on_signals(owner):
         signal.signal(signum, stop)
 
 
-def _flush_stdout():
-    """Flushes now, so that a reader gone away (`runq ... | head -1`) is
-    met here rather than by the interpreter's last flush, which would print
-    a warning and exit with 120."""
+def _flushed(code):
+    """Flushes stdout now, so that a reader gone away (`runq ... | head -1`)
+    or a full disk is met here rather than by the interpreter's last flush,
+    which would print a warning and exit with 120; the exit code."""
+    from .failure import quiet_stdout
+
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        from .failure import quiet_stdout
-
         quiet_stdout()
-    except (OSError, ValueError):  # stdout already closed: nothing to lose
+    except OSError as e:
+        quiet_stdout()  # the rest cannot be written either
+        if code in (0, None):  # else the failure was already told
+            os.write(2, f"runq: cannot write the output: {e.strerror or e}\n".encode())
+            return 1
+    except ValueError:  # stdout already closed: nothing to lose
         pass
+    return code
 
 
 _stop_on_signals(owner=os.getpid())

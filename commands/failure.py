@@ -19,6 +19,7 @@ LINE_TAIL = 300
 ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 DEBUG_HINT = "-v or RUNQ_DEBUG=1 shows the traceback"
+WRITE_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
 
 
 class UnexpectedError(RunqError):
@@ -65,12 +66,12 @@ def unexpected_error(error):
 
 def _os_error(error):
     reason = error.strerror or str(error)
+    verb = "write" if error.errno in WRITE_ERRORS else "access"
     if error.filename is None:
-        return reason
+        return f"cannot {verb}: {reason}" if verb == "write" else reason
     path = _path_text(error.filename)
     if error.filename2 is not None:
         return f"cannot move {path} to {_path_text(error.filename2)}: {reason}"
-    verb = "write" if error.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT) else "access"
     return f"cannot {verb} {path}: {reason}"
 
 
