@@ -265,10 +265,14 @@ class Index:
             query = f"SELECT key FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
             taken.update(row[0] for row in self.conn.execute(query, chunk))
         for record, key in zip(records, wanted):
-            while key in taken:
+            first = key
+            while key in taken or (key != first and self._key_used(key)):  # bumped keys were not looked up
                 key += 1
             taken.add(key)
             record.run["key"] = key
+
+    def _key_used(self, key):
+        return self.conn.execute("SELECT 1 FROM runs WHERE key = ?", (key,)).fetchone() is not None
 
     def delete_rows(self, run_ids):
         ids = [(run_id,) for run_id in run_ids]
@@ -362,7 +366,11 @@ def _read_runs(to_read, workers, on_lost_worker=None):
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2 or not hasattr(os, "fork"):
         yield from map(_read_chunk, chunks)
         return
-    pool = _ReaderPool(chunks, workers)
+    try:
+        pool = _ReaderPool(chunks, workers)
+    except OSError:  # no process to spare (EAGAIN, ENOMEM): read them here
+        yield from map(_read_chunk, chunks)
+        return
     try:
         yield from pool.results(on_lost_worker or (lambda lost: None))
     finally:
@@ -378,13 +386,25 @@ class _ReaderPool:
     def __init__(self, chunks, workers):
         self.chunks = chunks
         self.pids, self.pipes = [], []
-        for first in range(workers):
-            read_fd, write_fd = os.pipe()
-            inherited = [pipe.fileno() for pipe in self.pipes]
-            pid = _start_child(_serve_chunks, chunks[first::workers], write_fd, close=[read_fd, *inherited])
+        try:
+            for first in range(workers):
+                self._start(chunks[first::workers])
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, chunks):
+        read_fd, write_fd = os.pipe()
+        inherited = [pipe.fileno() for pipe in self.pipes]
+        try:
+            pid = _start_child(_serve_chunks, chunks, write_fd, close=[read_fd, *inherited])
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
             os.close(write_fd)
-            self.pids.append(pid)
-            self.pipes.append(os.fdopen(read_fd, "rb"))
+        self.pids.append(pid)
+        self.pipes.append(os.fdopen(read_fd, "rb"))
 
     def results(self, on_lost_worker):
         workers = len(self.pipes)
@@ -589,9 +609,6 @@ class _WaitingConnection(sqlite3.Connection):
         if not isinstance(rows, (list, tuple)):  # an iterator cannot be replayed
             return super().executemany(sql, rows)
         return self._waiting(super().executemany, (sql, rows))
-
-    def executescript(self, script):
-        return self._waiting(super().executescript, (script,))
 
     def _waiting(self, call, args):
         started = announced = None

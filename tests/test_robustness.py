@@ -140,6 +140,18 @@ def test_reading_runs_in_process_and_with_the_pool_agree(big_home):
     assert [(r.id, r.run) for r in pooled] == [(r.id, r.run) for r in serial]
 
 
+def test_many_runs_without_a_time_are_indexed(tmp_path):
+    """They all want the same row key, over several chunks of runs."""
+    home = tmp_path / "home"
+    generate_home(home, HomeSpec(runs=120, seed=4, profile="realistic", sourcecode_files=0, deleted_fraction=0), NOW)
+    for run in (home / "runs").iterdir():
+        for name in ("started", "initialized"):
+            (run / ".guild" / "attrs" / name).unlink(missing_ok=True)
+    result = runq(home, "runs", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 120
+
+
 # A write lock held by another process
 
 
