@@ -30,8 +30,8 @@ class RunqGroup(TyperGroup):
             _fail(_error_text(e), e.exit_code)
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", 1)
+        except click.exceptions.Abort as e:
+            _fail(*(("interrupted", 130) if isinstance(e.__cause__, KeyboardInterrupt) else ("aborted", 1)))
         except click.exceptions.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             raise SystemExit(0)
