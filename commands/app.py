@@ -31,7 +31,8 @@ class RunqGroup(TyperGroup):
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code)
         except click.exceptions.Abort as e:
-            _fail(*(("interrupted", 130) if isinstance(e.__cause__, KeyboardInterrupt) else ("aborted", 1)))
+            interrupted = isinstance(e.__cause__, KeyboardInterrupt)  # Ctrl-C in-process, as the script exits
+            _fail("interrupted" if interrupted else "aborted", 130 if interrupted else 1)
         except click.exceptions.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             raise SystemExit(0)

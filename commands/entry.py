@@ -31,11 +31,18 @@ def _stop_on_signals(owner):
     def stop(signum, frame):
         # A forked child inherits this handler; only runq itself speaks.
         if os.getpid() == owner:
-            os.write(2, b"runq: interrupted\n")
+            _say(b"runq: interrupted\n")
         os._exit(EXIT_CODES[signum])
 
     for signum in EXIT_CODES:
         signal.signal(signum, stop)
+
+
+def _say(line):
+    try:
+        os.write(2, line)
+    except OSError:  # no stderr to speak to
+        pass
 
 
 def _flushed(code):
@@ -51,7 +58,7 @@ def _flushed(code):
     except OSError as e:
         quiet_stdout()  # the rest cannot be written either
         if code in (0, None):  # else the failure was already told
-            os.write(2, f"runq: cannot write the output: {e.strerror or e}\n".encode())
+            _say(f"runq: cannot write the output: {e.strerror or e}\n".encode())
             return 1
     except ValueError:  # stdout already closed: nothing to lose
         pass
