@@ -27,11 +27,13 @@ class UnexpectedError(RunqError):
 
 
 def one_line(text):
-    """`text` as one safe, bounded line."""
-    return _shortened(escaped(text))
+    """`text` as one safe, bounded line (cut before escaping too: a huge text is not walked)."""
+    return _shortened(escaped(_shortened(text)))
 
 
 def escaped(text):
+    if text.isprintable():
+        return text
     return "".join(_escaped_char(c) for c in text)
 
 
