@@ -45,7 +45,11 @@ def interrupt(args, signum, delay):
     process = subprocess.Popen(
         [str(RUNQ_SCRIPT), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    while not handlers_installed(process.pid) and process.poll() is None:
+    started = time.monotonic()
+    while not handlers_installed(process.pid):
+        if process.poll() is not None or time.monotonic() - started > 20:
+            process.kill()
+            raise AssertionError(f"runq never caught SIGTERM: {process.communicate()[1][-2000:]!r}")
         time.sleep(0.001)
     seen = set()
     deadline = time.monotonic() + delay
