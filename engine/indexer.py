@@ -512,7 +512,7 @@ def _become_child(parent, set_death_signal, close):
         os.dup2(devnull, fd)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _death_signal_setter():
     """A function asking the kernel to SIGKILL the calling child when its parent dies (Linux)."""
     try:

@@ -42,7 +42,7 @@ def _shift_times(attrs, microseconds):
 
 
 def _link_tree(source, target):
-    for dirpath, dirnames, filenames in os.walk(source):
+    for dirpath, _, filenames in os.walk(source):
         relative = os.path.relpath(dirpath, source)
         os.makedirs(os.path.join(target, relative), exist_ok=True)
         for name in filenames:

@@ -175,9 +175,7 @@ def test_a_held_lock_is_announced_then_ends_in_one_line(small_home, tmp_path):
     assert runq(small_home, "--index", str(index), "index").exit_code == 0
     holder = hold_lock(index, 30)
     try:
-        started = time.monotonic()
         result = runq(small_home, "--index", str(index), "--lock-timeout", "1", "runs", "list")
-        waited = time.monotonic() - started
     finally:
         holder.kill()
         holder.wait()
@@ -188,7 +186,6 @@ def test_a_held_lock_is_announced_then_ends_in_one_line(small_home, tmp_path):
         f"runq: gave up after 1 s: another process still holds the index {index} "
         "(wait longer with --lock-timeout SECONDS or RUNQ_LOCK_TIMEOUT)",
     ]
-    assert waited < 20
 
 
 def test_runq_goes_on_when_the_lock_is_released_in_time(small_home, tmp_path):
@@ -226,7 +223,7 @@ def test_an_os_error_is_one_line_with_its_path(small_home, tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
     result = runq(small_home, "--index", str(not_a_dir / "sub" / "index.db"), "runs", "list")
-    line = assert_one_line_error(result, str(not_a_dir))
+    assert_one_line_error(result, str(not_a_dir))
     assert result.exit_code == 1
     assert "Traceback" not in result.output
 
