@@ -31,7 +31,7 @@ def _stop_on_signals(owner):
     def stop(signum, frame):
         # A forked child inherits this handler; only runq itself speaks.
         if os.getpid() == owner:
-            _say(b"runq: interrupted\n")
+            _say(b"\nrunq: interrupted\n" if os.isatty(2) else b"runq: interrupted\n")  # past the ^C echo
         os._exit(EXIT_CODES[signum])
 
     for signum in EXIT_CODES:
