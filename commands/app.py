@@ -91,6 +91,12 @@ app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
 
 
+def _not_negative(value: float):
+    if value < 0:
+        raise typer.BadParameter("must be 0 or more")
+    return value
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -113,9 +119,11 @@ def root(
         typer.Option(
             "--lock-timeout",
             metavar="SECONDS",
-            min=0,
+            callback=_not_negative,
             envvar="RUNQ_LOCK_TIMEOUT",
-            help="How long to wait for another runq process using the index.",
+            show_envvar=False,
+            show_default=False,
+            help="How long to wait for another runq process using the index (default: $RUNQ_LOCK_TIMEOUT, else 60).",
         ),
     ] = DEFAULT_LOCK_TIMEOUT,
     now: Annotated[Optional[datetime], typer.Option("--now", hidden=True)] = None,
