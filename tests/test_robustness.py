@@ -229,15 +229,15 @@ def test_an_os_error_is_one_line_with_its_path(small_home, tmp_path):
 
 
 @pytest.mark.parametrize("how", [["-v"], ["RUNQ_DEBUG"]])
-def test_verbose_or_runq_debug_shows_the_traceback(small_home, tmp_path, how):
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("")
+def test_verbose_or_runq_debug_shows_the_traceback(small_home, how):
     env = {"RUNQ_DEBUG": "1"} if how == ["RUNQ_DEBUG"] else None
     options = ["-v"] if how == ["-v"] else []
-    result = runq(small_home, *options, "--index", str(not_a_dir / "sub" / "index.db"), "runs", "list", env=env)
-    assert result.exit_code == 1
-    assert "Traceback (most recent call last)" in result.stderr
-    assert result.stderr.splitlines()[-1].startswith("runq: ")
+    with open("/dev/full", "w") as full:  # an error no command expects
+        done = script("-H", str(small_home), *options, "runs", "list", "-a", "--deleted", stdout=full, env=env)
+        _, err = done.communicate(timeout=60)
+    assert done.returncode == 1
+    assert b"Traceback (most recent call last)" in err
+    assert err.decode().splitlines()[-1].startswith("runq: cannot write")
 
 
 def test_output_to_a_full_disk_is_one_line(small_home):
