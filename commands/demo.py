@@ -73,7 +73,9 @@ def cache_dir():
 def _demo_index(home):
     """An index for a demo on someone's home, kept out of that home."""
     name = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
-    return cache_dir() / "demo-index" / f"{name}.db"
+    directory = cache_dir() / "demo-index"
+    directory.mkdir(parents=True, exist_ok=True)  # runq creates no directory for an --index it is given
+    return directory / f"{name}.db"
 
 
 READ_ONLY_STEPS = [
