@@ -1,6 +1,6 @@
 """`python -m runq`: the runq command."""
 
-from .commands.app import main
+from .commands.entry import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,7 @@
 """The `runq` command: a root that wires the command groups together."""
 
+import os
+import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -11,9 +13,12 @@ from typing_extensions import Annotated
 
 from . import demo, index, runs, sql
 from .. import __version__
+from .failure import one_line, quiet_stdout, unexpected_error
 from .help import help_topic
-from .session import Settings
+from .session import DEFAULT_LOCK_TIMEOUT, Settings
 from ..engine.errors import RunqError
+
+EXPECTED_ERRORS = (RunqError, click.ClickException, click.exceptions.Exit, click.exceptions.Abort)
 
 
 class RunqGroup(TyperGroup):
@@ -24,28 +29,53 @@ class RunqGroup(TyperGroup):
         try:
             result = super().main(args=args, prog_name=prog_name or "runq", standalone_mode=False, **extra)
         except RunqError as e:
-            _fail(_one_line(e), e.exit_code)
+            _fail(_error_text(e), e.exit_code)
         except click.exceptions.Exit as e:
             raise SystemExit(e.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", 1)
+        except click.exceptions.Abort as e:
+            interrupted = isinstance(e.__cause__, KeyboardInterrupt)  # Ctrl-C in-process, as the script exits
+            _fail("interrupted" if interrupted else "aborted", 130 if interrupted else 1)
         except click.exceptions.NoArgsIsHelpError as e:
             typer.echo(e.ctx.get_help())
             raise SystemExit(0)
         except click.ClickException as e:
             _fail(e.format_message(), e.exit_code)
-        except BrokenPipeError:
+        except BrokenPipeError:  # the reader went away (`runq ... | head -1`): nothing left to say
+            quiet_stdout()
             raise SystemExit(0)
+        except Exception as e:  # raised outside a command (invoke catches the rest)
+            _show_traceback(_debugging())
+            _fail(_error_text(unexpected_error(e)), 1)
         raise SystemExit(result if isinstance(result, int) else 0)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EXPECTED_ERRORS:
+            raise
+        except BrokenPipeError:  # before click's own handling, which exits with 1
+            quiet_stdout()
+            raise click.exceptions.Exit(0) from None
+        except Exception as e:
+            _show_traceback(_debugging(ctx.obj))
+            raise unexpected_error(e) from e
 
-def _one_line(error):
-    text = error.message if not error.hint else f"{error.message} ({error.hint})"
-    return " ".join(text.split("\n"))
+
+def _error_text(error):
+    return error.message if not error.hint else f"{error.message} ({error.hint})"
+
+
+def _debugging(settings=None):
+    return os.environ.get("RUNQ_DEBUG", "") not in ("", "0") or bool(settings and settings.verbose)
+
+
+def _show_traceback(show):
+    if show:
+        traceback.print_exc()
 
 
 def _fail(message, code):
-    typer.echo(f"runq: {message}", err=True)
+    typer.echo(f"runq: {one_line(message)}", err=True)
     raise SystemExit(code)
 
 
@@ -75,6 +105,12 @@ def _print_version(value: bool):
         raise typer.Exit()
 
 
+def _not_negative(value: float):
+    if value < 0:
+        raise typer.BadParameter("must be 0 or more")
+    return value
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
@@ -100,7 +136,21 @@ def root(
     no_refresh: Annotated[
         bool, typer.Option("--no-refresh", help="Use the index as it is, without checking the run directories.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more (e.g. which runs had problems).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Say more (e.g. which runs had problems, tracebacks).")
+    ] = False,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            metavar="SECONDS",
+            callback=_not_negative,
+            envvar="RUNQ_LOCK_TIMEOUT",
+            show_envvar=False,
+            show_default=False,
+            help="How long to wait for another runq process using the index (default: $RUNQ_LOCK_TIMEOUT, else 60).",
+        ),
+    ] = DEFAULT_LOCK_TIMEOUT,
     now: Annotated[Optional[datetime], typer.Option("--now", hidden=True)] = None,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Show runq's version and exit.")
@@ -112,8 +162,12 @@ def root(
         refresh=not no_refresh,
         verbose=verbose,
         now=now or datetime.now(),
+        lock_timeout=lock_timeout,
     )
 
 
 def main():
-    app()
+    """The `runq` command (its installed script starts at entry.main)."""
+    from .entry import main as run
+
+    run()

@@ -1,11 +1,15 @@
 """`runq demo`: runq's main job, shown step by step.
 
 With no Guild home around (none at -H, $GUILD_HOME or ~/.guild), it
-generates a sample home and purges part of its trash for real. On an
-existing home it only reads: it lists, shows the SQL, and dry-runs the
-purge.
+generates a sample home in the user's cache directory
+($XDG_CACHE_HOME/runq/demo-home, else ~/.cache/runq/demo-home) and purges
+part of its trash for real. On an existing home it only reads: it lists,
+shows the SQL, and dry-runs the purge, with its index in the cache
+directory too, so that nothing is written into that home.
 """
 
+import hashlib
+import os
 import shlex
 import time
 from datetime import datetime
@@ -18,7 +22,6 @@ from typing_extensions import Annotated
 from ..engine.errors import HomeError
 from ..engine.home import resolve_home
 
-SAMPLE_DIR = Path("sample-guild-home")
 SAMPLE_FILTER = "loss > 0.5 or status = error"
 
 
@@ -33,10 +36,13 @@ def demo(
     settings = ctx.obj
     home, is_sample = _home_for_demo(settings.guild_home, sample, runs)
     steps = SAMPLE_STEPS if is_sample else READ_ONLY_STEPS
+    root_options = ["-H", str(home)]
     if not is_sample:
-        typer.echo(f"Using your Guild home {home} (read-only: nothing is deleted).\n")
+        index = _demo_index(home)
+        root_options += ["--index", str(index)]
+        typer.echo(f"Using your Guild home {home} (read-only: nothing is deleted, its index is {index}).\n")
     for args in steps:
-        _run_step(home, args)
+        _run_step(root_options, args)
 
 
 def _home_for_demo(guild_home, sample, runs):
@@ -44,16 +50,32 @@ def _home_for_demo(guild_home, sample, runs):
         try:
             return resolve_home(guild_home).path, False
         except HomeError:
-            sample = SAMPLE_DIR
+            sample = cache_dir() / "demo-home"
     sample = sample.resolve()
-    if not (sample / "runs").is_dir():
-        from ..engine.samplehome import HomeSpec, generate_home  # only the demo needs it
+    if (sample / "runs").is_dir():
+        typer.echo(f"Using the sample Guild home in {sample}.\n")
+        return sample, True
+    from ..engine.samplehome import HomeSpec, generate_home  # only the demo needs it
 
-        typer.echo(f"Generating a sample Guild home with {runs} runs in {sample} ...")
-        started = time.perf_counter()
-        generate_home(sample, HomeSpec(runs=runs, profile="realistic"), datetime.now())
-        typer.echo(f"Done in {time.perf_counter() - started:.1f} s.\n")
+    typer.echo(f"Generating a sample Guild home with {runs} runs in {sample} ...")
+    started = time.perf_counter()
+    generate_home(sample, HomeSpec(runs=runs, profile="realistic"), datetime.now())
+    typer.echo(f"Done in {time.perf_counter() - started:.1f} s.\n")
     return sample, True
+
+
+def cache_dir():
+    """runq's directory in the user's cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "runq"
+
+
+def _demo_index(home):
+    """An index for a demo on someone's home, kept out of that home."""
+    name = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    directory = cache_dir() / "demo-index"
+    directory.mkdir(parents=True, exist_ok=True)  # runq creates no directory for an --index it is given
+    return directory / f"{name}.db"
 
 
 READ_ONLY_STEPS = [
@@ -70,10 +92,10 @@ SAMPLE_STEPS = [
 ]
 
 
-def _run_step(home, args):
+def _run_step(root_options, args):
     from .app import app  # the root imports this module
 
-    argv = ["-H", str(home), *args]
+    argv = [*root_options, *args]
     typer.echo("$ runq " + " ".join(shlex.quote(a) for a in argv))
     started = time.perf_counter()
     try:

@@ -151,8 +151,40 @@ REMOTE_PARAMETERS = [
         ("ids_from_stdin", False, Annotated[bool, typer.Option("--ids-from-stdin", hidden=True)]),
     )
 ]
+TEXT_OPTIONS = {
+    "runs": "RUN",
+    "filter_expr": "--filter",
+    "operations": "--operation",
+    "labels": "--label",
+    "tags": "--tag",
+    "comments": "--comment",
+    "started": "--started",
+    "digest": "--digest",
+}
 DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None}
 FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
+
+
+def _check_text(values):
+    """Refuses arguments that are not UTF-8 (bytes a shell passed through):
+    runs hold UTF-8 text, so such a value could only match nothing, and a
+    purge should not guess."""
+    for name, option in TEXT_OPTIONS.items():
+        value = values[name]
+        for text in value if isinstance(value, (list, tuple)) else [value]:
+            if text is not None and not _is_utf8(text):
+                raise SelectionError(
+                    f"{option} value '{text}' is not valid UTF-8",
+                    hint="runs hold UTF-8 text: check the terminal's encoding",
+                )
+
+
+def _is_utf8(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _parameter(name):
@@ -171,6 +203,7 @@ def selection_command(fn):
         if remote:
             return run_remote(click.get_current_context(), remote)
         values = {name: kwargs.pop(name) for name in names}
+        _check_text(values)
         values.update({k: tuple(values[k] or ()) for k in ("runs", "operations", "labels", "tags", "comments")})
         options = SelectionOptions(**values)
         return fn(options=replace(options, confirmed_ids=read_ids(sys.stdin)) if ids_from_stdin else options, **kwargs)

@@ -11,8 +11,12 @@ from typing import Optional
 import click
 import typer
 
+from .failure import escaped
 from ..engine import api
 from ..engine.home import DELETED, LIVE
+from ..engine.indexer import LockWait
+
+DEFAULT_LOCK_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,7 @@ class Settings:
     refresh: bool
     verbose: bool
     now: datetime
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 
 
 def open_index(settings, check=(LIVE, DELETED)):
@@ -39,6 +44,7 @@ def open_run_index(settings, check=(LIVE, DELETED)):
         check=check,
         progress=progress_printer("Indexing runs"),
         notify=lambda text: typer.echo(f"runq: {text}", err=True),
+        lock_wait=LockWait(settings.lock_timeout, say_waiting),
     )
     _close_with_command(opened.index)
     if opened.refresh_report:
@@ -62,7 +68,17 @@ def _close_with_command(index):
         ctx.call_on_close(index.close)
 
 
+def say_waiting(path, seconds):
+    typer.echo(
+        f"runq: waiting for another runq process using the index {escaped(str(path))} "
+        f"(up to {seconds:g} s, --lock-timeout)",
+        err=True,
+    )
+
+
 def report_problems(report, verbose):
+    if report.lost_workers:
+        typer.echo(f"runq: {_lost_workers_text(report.lost_workers)}; their runs were read again", err=True)
     if not report.problems:
         return
     typer.echo(
@@ -72,7 +88,13 @@ def report_problems(report, verbose):
     )
     if verbose:
         for run_id, what in report.problems:
-            typer.echo(f"  {run_id[:8]}: {what}", err=True)
+            typer.echo(f"  {escaped(run_id[:8])}: {escaped(str(what))}", err=True)
+
+
+def _lost_workers_text(lost):
+    signals = sorted({worker.signal for worker in lost if worker.signal})
+    killed = f" (killed by signal {', '.join(map(str, signals))})" if signals else ""
+    return f"{len(lost)} process(es) reading runs died{killed}"
 
 
 def progress_printer(label, min_total=500):

@@ -30,7 +30,7 @@ from .selection import STATUSES, build_selection
 STATUS_NAMES = tuple(STATUSES.values())
 
 
-def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress=None, notify=None):  # noqa: A001 - runq.open
+def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress=None, notify=None, lock_wait=None):  # noqa: A001 - runq.open
     """The index of a Guild home, refreshed from the disk unless `refresh` is False.
 
     `home`: the Guild home (default: found as Guild finds it); `index`: the
@@ -39,26 +39,28 @@ def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress
     built for another place of the home (moved, copied), is always
     refreshed; a corrupt one is rebuilt (it is only a cache).
     `progress(done, total)` is called while runs are read; `notify(text)`
-    hears what the user should know (default: RunIndex.notices keeps it).
+    hears what the user should know (default: RunIndex.notices keeps it);
+    `lock_wait` (indexer.LockWait): how long to wait for another process
+    writing the index, and whom to tell.
     """
     guild_home = resolve_home(home)
     location = locate_index(guild_home, index)
     notices = []
     tell = notify or notices.append
     try:
-        opened = _open_refreshed(guild_home, location, refresh, check, progress, tell)
+        opened = _open_refreshed(guild_home, location, refresh, check, progress, tell, lock_wait)
     except sqlite3.OperationalError as e:  # a full disk, an index made read-only meanwhile
         raise HomeError(f"cannot update the index {location.path}: {e}") from None
     except sqlite3.DatabaseError as e:  # pages broken past what opening checks
         rebuild_index(location.path, location.owned)
         tell(f"the index {location.path} was corrupt ({e}); rebuilt it")
-        opened = _open_refreshed(guild_home, location, refresh, check, progress, tell)
+        opened = _open_refreshed(guild_home, location, refresh, check, progress, tell, lock_wait)
     opened.notices = notices
     return opened
 
 
-def _open_refreshed(home, location, refresh, check, progress, tell):
-    db = Index(home, location.path, owned=location.owned)
+def _open_refreshed(home, location, refresh, check, progress, tell, lock_wait):
+    db = Index(home, location.path, owned=location.owned, lock_wait=lock_wait)
     try:
         for notice in db.notices:
             tell(notice)

@@ -13,12 +13,17 @@ import json
 import operator
 import re
 import sqlite3
+import threading
 import time
 from itertools import groupby
 from typing import NamedTuple, Optional
 
 from .compiler import RUN_COLUMNS
 from .errors import HomeError, QueryError, QueryInterrupted, SelectionError
+
+# A -Fo pattern may backtrack for ever (`^(a|aa)+$` on a long name); each
+# (pattern, operation) is searched once, and gives up after this long.
+PATTERN_SECONDS = 1.0
 
 LIST_OPS = {
     "=": operator.eq,
@@ -69,21 +74,63 @@ def register_functions(conn):
     conn.create_function("runq_list_contains", 2, list_contains, deterministic=True)
 
 
+class PatternTooSlow(SelectionError):
+    """A -Fo regular expression that did not finish in time."""
+
+
+class _QueryState(threading.local):
+    error = None  # what a function raised: SQLite only says that one did
+
+
+_query_state = _QueryState()
+
+
 @functools.lru_cache(maxsize=256)
 def _pattern(pattern):
+    """The compiled pattern: checked with Python's `re`, the syntax Guild
+    uses, and run by `regex`, which can be stopped; None when it is bad."""
     try:
-        return re.compile(pattern)
-    except re.error:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
         return None
+    import regex  # only -Fo patterns need it
+
+    try:
+        return regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError):  # a pattern only `re` reads: no time limit then
+        return re.compile(pattern)
+
+
+@functools.lru_cache(maxsize=4096)
+def _search(pattern, text):
+    compiled = _pattern(pattern)
+    if compiled is None:
+        return False
+    if compiled.__class__ is re.Pattern:
+        return bool(compiled.search(text))
+    try:
+        return bool(compiled.search(text, timeout=PATTERN_SECONDS))
+    except TimeoutError:
+        raise PatternTooSlow(
+            f"the pattern '{pattern}' took over {PATTERN_SECONDS:g} s to search '{text}'",
+            hint="simplify it: nested repetitions such as (a+)+ can take for ever",
+        ) from None
 
 
 def regexp(pattern, text):
     """`text REGEXP pattern`: Guild's re.search; a bad pattern matches nothing."""
-    compiled = _pattern(pattern)
-    return int(bool(compiled and text is not None and compiled.search(text)))
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        return 0
+    try:
+        return int(_search(pattern, text))
+    except PatternTooSlow as e:
+        _query_state.error = e  # SQLite turns it into "user-defined function raised exception"
+        raise
 
 
 def shell_match(text, pattern):
+    if not isinstance(pattern, str) or not isinstance(text, str):
+        return 0
     return int(bool(text) and fnmatch.fnmatch(text, pattern))
 
 
@@ -116,11 +163,12 @@ def select_runs(conn, compiled, home_dir=None):
     Large attributes it names must have been decoded (Index.decode_lazy).
     The index holds run directories relative to the home: given the home's
     path, the runs carry whole paths."""
+    _query_state.error = None
     try:
         cursor = conn.execute(compiled.sql(), compiled.bound_params())
         runs = resolve_run_args(cursor) if compiled.has_run_args else [_selected_run(row) for row in cursor]
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
-        raise SelectionError(f"the index cannot run this selection: {e}") from None
+        raise _query_state.error or SelectionError(f"the index cannot run this selection: {e}") from None
     except sqlite3.DatabaseError as e:  # a corrupt index used as it is (--no-refresh)
         raise HomeError(f"the index is corrupt: {e}", hint="'runq index --rebuild' builds it again") from None
     return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]

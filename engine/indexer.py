@@ -7,15 +7,18 @@ runs/ and trash/runs/ keeps its rows. All changes of one refresh commit
 together, so an interrupted refresh leaves the previous state.
 """
 
+import functools
 import fcntl
 import glob
 import hashlib
 import os
+import pickle
+import signal
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from . import rundir
 from .errors import HomeError
@@ -48,6 +51,13 @@ def schema_text():
     raise HomeError("runq is installed without its schema.sql")
 
 
+class LostWorker(NamedTuple):
+    """A process reading runs that died (its runs were read again)."""
+
+    pid: int
+    signal: Optional[int]  # what killed it, if a signal did
+
+
 @dataclass
 class RefreshReport:
     added: int = 0
@@ -57,18 +67,19 @@ class RefreshReport:
     rechecked: int = 0
     seconds: float = 0.0
     problems: List[Tuple[str, str]] = field(default_factory=list)  # (run id, what)
+    lost_workers: List[LostWorker] = field(default_factory=list)
 
 
 class Index:
     """An open index database for one Guild home."""
 
-    def __init__(self, home, path=None, owned=None):
+    def __init__(self, home, path=None, owned=None, lock_wait=None):
         """`owned`: runq chose the path (the default when no path is given),
         so a broken file there is its own and is rebuilt, never refused."""
         self.home = home
         self.path = Path(path) if path else home.default_index_path
         self.notices = []  # what the user should hear about (a corrupt index rebuilt)
-        self.lock, self.conn = _open(self.path, path is None if owned is None else owned, self.notices)
+        self.lock, self.conn = _open(self.path, path is None if owned is None else owned, self.notices, lock_wait)
         self.home_identity = home.identity()
         self.dir_prefix = f"{home.path}/"  # what makes the stored relative run dirs whole
 
@@ -200,7 +211,7 @@ class Index:
     def _read_and_store(self, to_read, report, progress, workers, events=True):
         total = len(to_read)
         done = 0
-        for records in _read_runs(to_read, workers, events):
+        for records in _read_runs(to_read, workers, events, report.lost_workers.append):
             gone = [item for item in records if isinstance(item, str)]
             self.delete_rows(gone)
             records = [r for r in records if not isinstance(r, str)]
@@ -363,8 +374,12 @@ def changed_signatures(candidates, workers):
         return _changed(candidates)
     half = len(candidates) // 2
     child = _fork_changed(candidates[half:])
-    mine = _changed(candidates[:half])
-    theirs = _collect(child)
+    try:
+        mine = _changed(candidates[:half])
+        theirs = _collect(child)
+    except BaseException:
+        _stop_children([child[0]])
+        raise
     return mine + (_changed(candidates[half:]) if theirs is None else theirs)
 
 
@@ -376,18 +391,14 @@ def _changed(candidates):
 def _fork_changed(candidates):
     """Starts a child that writes the changed paths to a pipe; (pid, read end)."""
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: no database, no cleanup, just stats
-        status = 1
-        try:
-            os.close(read_fd)
-            with os.fdopen(write_fd, "wb") as out:
-                out.write("\0".join(_changed(candidates)).encode("utf-8", "surrogateescape"))
-            status = 0
-        finally:
-            os._exit(status)
+    pid = _start_child(_write_changed, candidates, write_fd, close=[read_fd])
     os.close(write_fd)
     return pid, read_fd
+
+
+def _write_changed(candidates, write_fd):
+    with os.fdopen(write_fd, "wb") as out:
+        out.write("\0".join(_changed(candidates)).encode("utf-8", "surrogateescape"))
 
 
 def _collect(child):
@@ -406,19 +417,100 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _read_runs(to_read, workers, events=True):
-    """Yields lists of RunRecords (or the ids of dirs that are not runs)."""
+def _read_runs(to_read, workers, events=True, on_lost_worker=None):
+    """Yields lists of RunRecords (or the ids of dirs that are not runs), chunk by chunk, in order."""
     chunks = _chunks(to_read, CHUNK_RUNS)
     read_chunk = _read_chunk if events else _read_chunk_without_events
-    workers = workers or os.cpu_count() or 1
-    if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
+    workers = min(workers or os.cpu_count() or 1, len(chunks))
+    if len(to_read) < PARALLEL_MIN_RUNS or workers < 2 or not hasattr(os, "fork"):
         yield from map(read_chunk, chunks)
         return
-    from concurrent.futures import ProcessPoolExecutor  # only cold builds need a pool
-    from multiprocessing import get_context
+    try:
+        pool = _ReaderPool(chunks, workers, read_chunk)
+    except OSError:  # no process to spare (EAGAIN, ENOMEM): read them here
+        yield from map(read_chunk, chunks)
+        return
+    try:
+        yield from pool.results(on_lost_worker or (lambda lost: None))
+    finally:
+        pool.close()
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        yield from pool.map(read_chunk, chunks)
+
+class _ReaderPool:
+    """Forked workers reading runs: worker k reads chunks k, k + n, k + 2n...
+    and sends each as it is read, so chunk i is read from worker i % n's pipe
+    in turn. A worker that dies (the OOM killer, a kill) only costs time:
+    this process reads the chunks it did not send."""
+
+    def __init__(self, chunks, workers, read_chunk=None):
+        self.chunks = chunks
+        self.read_chunk = read_chunk or _read_chunk
+        self.pids, self.pipes = [], []
+        try:
+            for first in range(workers):
+                self._start(chunks[first::workers])
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, chunks):
+        read_fd, write_fd = os.pipe()
+        inherited = [pipe.fileno() for pipe in self.pipes]
+        try:
+            pid = _start_child(_serve_chunks, chunks, write_fd, self.read_chunk, close=[read_fd, *inherited])
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.pids.append(pid)
+        self.pipes.append(os.fdopen(read_fd, "rb"))
+
+    def results(self, on_lost_worker):
+        workers = len(self.pipes)
+        for number, chunk in enumerate(self.chunks):
+            worker = number % workers
+            records = _receive(self.pipes[worker]) if self.pipes[worker] else None
+            if records is None:
+                records = self.read_chunk(chunk)
+                if self.pipes[worker]:
+                    on_lost_worker(self._lose(worker))
+            yield records
+
+    def _lose(self, worker):
+        """Forgets a worker that stopped sending; what ended it."""
+        self.pipes[worker].close()
+        self.pipes[worker] = None
+        pid, self.pids[worker] = self.pids[worker], None
+        status = _stop_children([pid]).get(pid, 0)
+        return LostWorker(pid, os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)
+
+    def close(self):
+        for pipe in self.pipes:
+            if pipe:
+                pipe.close()  # a worker still writing gets EPIPE and ends
+        _stop_children([pid for pid in self.pids if pid])
+
+
+def _serve_chunks(chunks, write_fd, read_chunk):
+    parent = os.getppid()
+    with os.fdopen(write_fd, "wb") as out:
+        for chunk in chunks:
+            data = pickle.dumps(read_chunk(chunk), protocol=pickle.HIGHEST_PROTOCOL)
+            if os.getppid() != parent:  # orphaned where no death signal is sent: stop
+                return
+            out.write(len(data).to_bytes(8, "little"))
+            out.write(data)
+            out.flush()
+
+
+def _receive(pipe):
+    """The next records a worker sent, or None when it died first."""
+    size = pipe.read(8)
+    if len(size) < 8:
+        return None
+    data = pipe.read(int.from_bytes(size, "little"))
+    return pickle.loads(data) if len(data) == int.from_bytes(size, "little") else None
 
 
 def _read_chunk_without_events(items):
@@ -436,6 +528,81 @@ def _read_chunk(items, events=True):
     return records
 
 
+# Forked children: they die with this process and never hold its output
+
+
+STOPPING_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+PR_SET_PDEATHSIG = 1
+
+
+def _start_child(body, *args, close=()):
+    """Forks a child that runs body(*args) and exits; returns its pid.
+
+    The child is killed when this process dies, even by SIGKILL (Linux's
+    parent-death signal; elsewhere it ends when its pipe breaks), leaves
+    Ctrl-C to this process, and writes nothing to the caller's terminal or
+    pipes, so that `runq ... | cat` ends when runq ends."""
+    parent = os.getpid()
+    set_death_signal = _death_signal_setter()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING_SIGNALS)  # none may reach the child before it is set up
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+        raise
+    if pid == 0:
+        status = 1
+        try:
+            _become_child(parent, set_death_signal, close)
+            body(*args)
+            status = 0
+        finally:
+            os._exit(status)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+    return pid
+
+
+def _become_child(parent, set_death_signal, close):
+    set_death_signal()
+    if os.getppid() != parent:  # the parent died before the death signal was set
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)
+    for fd in close:
+        os.close(fd)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+@functools.cache
+def _death_signal_setter():
+    """A function asking the kernel to SIGKILL the calling child when its parent dies (Linux)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # not Linux: children watch their pipes and parent pid
+        return lambda: None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _stop_children(pids):
+    """Kills and reaps children (already gone ones are only reaped); {pid: wait status}."""
+    statuses = {}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            statuses[pid] = os.waitpid(pid, 0)[1]
+        except ChildProcessError:
+            pass
+    return statuses
+
+
 # The database file
 #
 # runq's lock file beside the index is held shared by every process using
@@ -445,7 +612,7 @@ def _read_chunk(items, events=True):
 # index it replaces.
 
 
-def _open(path, owned, notices):
+def _open(path, owned, notices, lock_wait=None):
     """(lock, connection) of a usable index at `path`, created or rebuilt as needed."""
     _prepare_dir(path, owned)
     file_problem(path, owned)  # a file runq must not touch is refused before anything is created
@@ -456,7 +623,7 @@ def _open(path, owned, notices):
             lock.take(fcntl.LOCK_EX)
             _make_usable(path, owned, notices)
             lock.take(fcntl.LOCK_SH)
-        return lock, _connect(path)
+        return lock, _connect(path, lock_wait)
     except BaseException:
         lock.close()
         raise
@@ -673,9 +840,17 @@ def build_index_file(path):
         raise HomeError(f"cannot create the index {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
-def _connect(path):
+def _connect(path, lock_wait=None):
+    lock_wait = lock_wait or LockWait()
     try:
-        conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            path,
+            timeout=min(LOCK_WAIT_SLICE, lock_wait.seconds),
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_WaitingConnection,
+        )
+        conn.wait_for_lock(path, lock_wait)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA cache_size = -32768")  # 32 MB: big refreshes touch pages across the index
@@ -683,6 +858,66 @@ def _connect(path):
         raise HomeError(f"cannot open the index {path}: {e}") from None
     register_functions(conn)
     return conn
+
+
+# Waiting for another process's lock
+
+
+LOCK_WAIT_SLICE = 0.5  # SQLite waits this long at a time, then runq says it waits
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """How long to wait for another process holding the index's write lock,
+    and whom to tell (called once, with the index path and the limit)."""
+
+    seconds: float = 60.0
+    on_wait: Optional[object] = None
+
+
+class IndexLocked(HomeError):
+    """Another process kept the index locked longer than runq would wait."""
+
+
+class _WaitingConnection(sqlite3.Connection):
+    """Retries a statement that found the database locked, SQLite waiting a
+    slice at a time, until the limit: so a wait is announced early, and
+    ends with one clear error rather than a long silence."""
+
+    def wait_for_lock(self, path, lock_wait):
+        self.path, self.lock_wait = path, lock_wait
+
+    def execute(self, *args):
+        return self._waiting(super().execute, args)
+
+    def executemany(self, sql, rows):
+        if not isinstance(rows, (list, tuple)):  # an iterator cannot be replayed
+            return super().executemany(sql, rows)
+        return self._waiting(super().executemany, (sql, rows))
+
+    def _waiting(self, call, args):
+        started = announced = None
+        while True:
+            try:
+                return call(*args)
+            except sqlite3.OperationalError as e:
+                if not str(e).startswith("database is locked"):
+                    raise
+                started = started or time.monotonic() - min(LOCK_WAIT_SLICE, self.lock_wait.seconds)
+                if time.monotonic() - started >= self.lock_wait.seconds:
+                    raise self._locked() from None
+                announced = announced or self._announce()
+
+    def _announce(self):
+        if self.lock_wait.on_wait:
+            self.lock_wait.on_wait(self.path, self.lock_wait.seconds)
+        return True
+
+    def _locked(self):
+        return IndexLocked(
+            f"gave up after {self.lock_wait.seconds:g} s: another process still holds the index {self.path}",
+            hint="wait longer with --lock-timeout SECONDS or RUNQ_LOCK_TIMEOUT",
+        )
 
 
 def _schema_version(conn):

@@ -41,12 +41,12 @@ def test_wheel_installs_one_import_package(wheel):
 def test_wheel_entry_point_and_runtime_dependencies(wheel):
     meta = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
     entry = next(n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt"))
-    assert "runq = runq.commands.app:main" in wheel.read(entry).decode()
+    assert "runq = runq.commands.entry:main" in wheel.read(entry).decode()
     requires = [line for line in wheel.read(meta).decode().splitlines() if line.startswith("Requires-Dist:")]
     runtime = [line for line in requires if "extra ==" not in line]
     assert not any("guild" in line.lower() for line in requires)
     assert {re.split(r"[<>=!~ ,;]", line.split()[1])[0].lower() for line in runtime} == {
-        "sqlglot", "sqlite-utils", "typer", "click", "python-dateutil", "pyyaml"
+        "sqlglot", "sqlite-utils", "typer", "click", "python-dateutil", "pyyaml", "regex"
     }
 
 
