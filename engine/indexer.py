@@ -618,11 +618,11 @@ def _open(path, owned, notices, lock_wait=None):
     file_problem(path, owned)  # a file runq must not touch is refused before anything is created
     lock = IndexLock(path)
     try:
-        lock.take(fcntl.LOCK_SH)
+        lock.take(fcntl.LOCK_SH, lock_wait)
         if index_state(path, owned) != "ok":
-            lock.take(fcntl.LOCK_EX)
+            lock.take(fcntl.LOCK_EX, lock_wait)
             _make_usable(path, owned, notices)
-            lock.take(fcntl.LOCK_SH)
+            lock.take(fcntl.LOCK_SH, lock_wait)
         return lock, _connect(path, lock_wait)
     except BaseException:
         lock.close()
@@ -675,19 +675,26 @@ class IndexLock:
         self._held[self.key][1] += 1
         self.fd = self._held[self.key][0]
 
-    def take(self, mode):
-        """Shared or exclusive (a conversion may briefly let go), waiting for other processes."""
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    def take(self, mode, lock_wait=None):
+        """Shared or exclusive (a conversion may briefly let go), waiting for
+        other processes as `lock_wait` says (announced after a slice)."""
+        seconds = lock_wait.seconds if lock_wait else LOCK_WAIT_SECONDS
+        started, announced = time.monotonic(), False
         while True:
             try:
                 fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise HomeError(
-                        f"the index {self.path.with_suffix('')} is being replaced or used by another runq process",
-                        hint="try again when it has finished",
+                waited = time.monotonic() - started
+                if waited > seconds:
+                    raise IndexLocked(
+                        f"gave up after {seconds:g} s: the index {self.path.with_suffix('')} is being replaced "
+                        "or used by another runq process",
+                        hint="try again when it has finished, or wait longer with --lock-timeout SECONDS",
                     ) from None
+                if not announced and waited >= LOCK_WAIT_SLICE and lock_wait and lock_wait.on_wait:
+                    lock_wait.on_wait(self.path.with_suffix(""), seconds)
+                    announced = True
                 time.sleep(0.02)
 
     def close(self):

@@ -188,6 +188,39 @@ def test_a_held_lock_is_announced_then_ends_in_one_line(small_home, tmp_path):
     ]
 
 
+def hold_replacement_lock(index_path, seconds):
+    """Another process holding runq's own lock file exclusively, as one
+    rebuilding or replacing the index does; returns once it holds it."""
+    code = (
+        "import fcntl, sys, time\n"
+        "fd = open(sys.argv[1] + '.lock', 'w')\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(index_path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "locked\n"
+    return holder
+
+
+def test_an_index_being_replaced_is_waited_for_as_long_as_the_user_says(small_home, tmp_path):
+    index = tmp_path / "index.db"
+    assert runq(small_home, "--index", str(index), "index").exit_code == 0
+    holder = hold_replacement_lock(index, 30)
+    try:
+        result = runq(small_home, "--index", str(index), "--lock-timeout", "1", "runs", "list")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.splitlines() == [
+        f"runq: waiting for another runq process using the index {index} (up to 1 s, --lock-timeout)",
+        f"runq: gave up after 1 s: the index {index} is being replaced or used by another runq process "
+        "(try again when it has finished, or wait longer with --lock-timeout SECONDS)",
+    ]
+
+
 def test_runq_goes_on_when_the_lock_is_released_in_time(small_home, tmp_path):
     index = tmp_path / "index.db"
     assert runq(small_home, "--index", str(index), "index").exit_code == 0
