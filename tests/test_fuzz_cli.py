@@ -32,7 +32,8 @@ ALL_OPTIONS = ["-F", "-Fo", "--json", "-a", "--rebuild", "-S", "--no-such-option
 
 COMMANDS = [["runs", "list"], ["runs", "purge"], ["runs", "delete"], ["runs", "restore"], ["index"], ["sql"], ["runs"]]
 # Never generated: options that act without asking, or point runq at other places.
-FORBIDDEN = {"-y", "--yes", "-H", "--guild-home", "--index", "--sample", "--help"}
+# Options that act or write where asked (a shell's start-up files for completion) stay out.
+FORBIDDEN = {"-y", "--yes", "-H", "--guild-home", "--index", "--sample", "--help", "--install-completion"}
 
 NAMES = ["loss", "lr", "acc", "attr:label", "flag:lr", "scalar:loss", "scalar:eval#acc", "status", "label", "tags",
          "started", "id", "op", "from", "batch-size", "time", "env", "x" * 300]
