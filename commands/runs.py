@@ -219,7 +219,7 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         return
     if not yes:
         _confirm_or_abort(runs, action)
-        if action.source == LIVE:
+        if action.source == LIVE and settings.remote_actions is None:
             _confirm_stopping(runs)
     runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
     if skipped:
@@ -227,6 +227,10 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         typer.echo(f"runq: skipped {len(skipped)} run(s) that changed or vanished since they were selected: {ids}", err=True)
     if not runs:
         typer.echo(action.nothing, err=True)
+        return
+    if settings.remote_actions is not None:
+        count, extra = settings.remote_actions.perform(action, selected.index, runs)
+        typer.echo(action.done.format(count=count, extra=extra), err=True)
         return
     if action.source == LIVE:
         # Only after the re-check: a stopped run writes its exit status, and

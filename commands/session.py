@@ -21,6 +21,7 @@ class Settings:
     refresh: bool
     verbose: bool
     now: datetime
+    remote_actions: Optional[object] = None  # acts on a remote's runs when the home is its mirror
 
 
 def open_index(settings, check=(LIVE, DELETED)):

@@ -1,0 +1,225 @@
+"""`-r/--remote` on an S3 remote for real: moto's S3 server on 127.0.0.1
+(tests/s3server.py), a bucket filled from a generated Guild home, and the
+same home here as the reference: what runq selects on the remote's mirror
+must be what it selects on the home, and what it changes in the bucket must
+be exactly the selected runs' objects."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from test_cli import assert_one_line_error, make_home, runq
+
+s3server = pytest.importorskip("s3server", reason="moto[server] and boto3 are test dependencies")
+
+RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
+# What the mirror has of a run (no PENDING or STAGED marker, as in Guild's)
+COMPARED = ("id", "operation", "started", "label", "marked")
+SELECTIONS = [[], ["--deleted"], ["-Fo", "train"], ["-Fm"], ["--deleted", "-Fl", "bestmodel"], ["-F", "lr > 0.001"]]
+
+
+@dataclass
+class Bucket:
+    home: Path  # the home it was filled from (never changed)
+    name: str
+    root: str
+    env: dict
+    s3: object
+
+    def prefix(self, *parts):
+        path = "/".join(part for part in (self.root.strip("/"), *parts) if part)
+        return path + "/" if path else ""
+
+    def keys(self):
+        return s3server.all_keys(self.s3, self.name)
+
+    def run_keys(self, run_ids, deleted):
+        """The keys of these runs' objects, relative to their run root."""
+        root = self.prefix("trash/runs" if deleted else "runs")
+        return sorted(k[len(root):] for k in self.keys() if k.startswith(root) and k[len(root):].split("/")[0] in run_ids)
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with s3server.s3_server() as url:
+        yield url
+
+
+def fill_bucket(endpoint, tmp_dir, name, root, runs, seed):
+    home = tmp_dir / "home"
+    make_home(home, runs=runs, seed=seed, sourcecode_files=0)
+    s3 = s3server.client(endpoint)
+    s3server.upload_home(s3, name, root, home)
+    config = tmp_dir / "config.yml"
+    config.write_text(f"remotes:\n  store:\n    type: s3\n    bucket: {name}\n    root: {root}\n")
+    env = {**s3server.s3_environ(endpoint, str(tmp_dir)), "GUILD_CONFIG": str(config), "HOME": str(tmp_dir)}
+    return Bucket(home, name, root, env, s3)
+
+
+@pytest.fixture(scope="module")
+def shared(endpoint, tmp_path_factory):
+    """A bucket the tests leave as it is."""
+    return fill_bucket(endpoint, tmp_path_factory.mktemp("shared"), "shared-runs", "/guild/home", 40, 3)
+
+
+@pytest.fixture
+def fresh(endpoint, tmp_path, request):
+    """A bucket of its own for a test that changes it."""
+    return fill_bucket(endpoint, tmp_path, f"runs-{request.node.name.lower().replace('_', '-')[:40]}", "/", 16, 4)
+
+
+def remote(bucket, command, *args, input=None, env=None):
+    return runq(None, "runs", command, "-r", "store", *args, input=input, env={**bucket.env, **(env or {})})
+
+
+def remote_listed(bucket, *args, name="store"):
+    result = runq(None, "runs", "list", "-r", name, "--json", *args, env=bucket.env)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def local_listed(bucket, *args):
+    result = runq(bucket.home, "runs", "list", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def compared(runs):
+    return [{key: run.get(key) for key in COMPARED} for run in runs]
+
+
+def selected_ids(bucket, command, *args):
+    result = remote(bucket, command, "--dry-run", "--json", *args)
+    assert result.exit_code == 0, result.stderr
+    return [run["id"] for run in json.loads(result.stdout)]
+
+
+# Selection on the mirror
+
+
+@pytest.mark.parametrize("args", SELECTIONS)
+def test_listing_equals_the_local_listing_of_the_same_home(shared, args):
+    expected = local_listed(shared, *args)
+    assert expected, "a selection that selects nothing proves little"
+    assert compared(remote_listed(shared, *args)) == compared(expected)
+
+
+def test_an_inline_spec_names_the_same_runs(shared):
+    listed = remote_listed(shared, "-a", name=f"s3:{shared.name}{shared.root}")
+    assert [run["id"] for run in listed] == [run["id"] for run in local_listed(shared, "-a")]
+
+
+def test_the_mirror_is_guilds_and_holds_only_metadata(shared):
+    remote_listed(shared)
+    config_dir = Path(shared.env["GUILD_CONFIG"]).parent
+    mirrors = list((config_dir / "remotes" / "store" / "meta").iterdir())
+    assert len(mirrors) == 1  # md5 of s3://BUCKET/ROOT, as Guild names it
+    files = [p.relative_to(mirrors[0]).as_posix() for p in mirrors[0].rglob("*") if p.is_file()]
+    run_files = [f for f in files if f.startswith(("runs/", "trash/runs/"))]
+    assert run_files and all("/.guild/opref" in f or "/.guild/attrs/" in f or "/.guild/LOCK" in f for f in run_files)
+
+
+# Acting on the bucket
+
+
+def test_purge_removes_exactly_the_selected_runs_objects(fresh):
+    before = fresh.keys()
+    chosen = selected_ids(fresh, "purge", "-Fo", "train")
+    assert chosen == [run["id"] for run in local_listed(fresh, "--deleted", "-Fo", "train")] and chosen
+    purged_keys = {fresh.prefix("trash/runs") + key for key in fresh.run_keys(set(chosen), deleted=True)}
+    result = remote(fresh, "purge", "-Fo", "train", input="y\n")
+    assert result.exit_code == 0, result.stderr
+    assert f"Permanently deleted {len(chosen)} run(s) on store" in result.stderr
+    after = fresh.keys()
+    assert sorted(set(before) - purged_keys) == [k for k in after if not k.endswith("meta-id")]
+    assert fresh.prefix() + "meta-id" in after  # Guild's mirrors see the change
+    left = {run["id"] for run in remote_listed(fresh, "--deleted")}
+    assert left == {run["id"] for run in local_listed(fresh, "--deleted")} - set(chosen)
+
+
+def test_delete_and_restore_move_exactly_the_selected_runs(fresh):
+    before = fresh.keys()
+    chosen = selected_ids(fresh, "delete", "-Fl", "-")
+    assert chosen and len(chosen) < len(local_listed(fresh))
+    moved = fresh.run_keys(set(chosen), deleted=False)
+    result = remote(fresh, "delete", "-Fl", "-", "-y")
+    assert result.exit_code == 0, result.stderr
+    assert fresh.run_keys(set(chosen), deleted=False) == []
+    assert fresh.run_keys(set(chosen), deleted=True) == moved
+    assert {run["id"] for run in remote_listed(fresh, "--deleted", "-Fl", "-")} >= set(chosen)
+    assert not {run["id"] for run in remote_listed(fresh)} & set(chosen)
+
+    result = remote(fresh, "restore", *chosen, input="\n")  # restore's default answer is yes
+    assert result.exit_code == 0, result.stderr
+    assert [k for k in fresh.keys() if not k.endswith("meta-id")] == before
+    assert {run["id"] for run in remote_listed(fresh)} == {run["id"] for run in local_listed(fresh)}
+
+
+def test_runs_changed_elsewhere_are_synced_into_the_mirror(fresh):
+    gone = local_listed(fresh)[0]["id"]
+    remote_listed(fresh)
+    vanished = [fresh.prefix("runs") + key for key in fresh.run_keys({gone}, deleted=False)]
+    fresh.s3.delete_objects(Bucket=fresh.name, Delete={"Objects": [{"Key": k} for k in vanished]})
+    assert gone not in {run["id"] for run in remote_listed(fresh)}
+
+
+@pytest.mark.parametrize("command, answer", [("purge", "n\n"), ("purge", "\n"), ("delete", "n\n"), ("restore", "no\n")])
+def test_answering_no_changes_nothing_and_exits_4(shared, command, answer):
+    before = shared.keys()
+    result = remote(shared, command, input=answer)
+    assert result.exit_code == 4, result.stderr
+    assert shared.keys() == before
+
+
+def test_dry_run_changes_nothing(shared):
+    before = shared.keys()
+    result = remote(shared, "purge", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert "(dry run: nothing changed)" in result.stderr
+    assert shared.keys() == before
+
+
+# Errors
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_missing_bucket_is_one_line(shared, tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("remotes:\n  store:\n    type: s3\n    bucket: no-such-bucket-here\n")
+    result = runq(None, "runs", "list", "-r", "store", env={**shared.env, "GUILD_CONFIG": str(config)})
+    assert_one_line_error(result, "no-such-bucket-here", "does not exist")
+    assert result.exit_code == 1
+
+
+def test_missing_credentials_are_one_line(shared):
+    result = remote(shared, "list", env={"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None})
+    assert_one_line_error(result, "no AWS credentials")
+    assert result.exit_code == 1
+
+
+def test_boto3_missing_says_what_to_install(shared, monkeypatch):
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` fails as if it were not installed
+    result = remote(shared, "list")
+    assert_one_line_error(result, "install runq[s3]")
+
+
+@pytest.mark.skipif(not RUNQ_SCRIPT.exists(), reason="runq is not installed in this venv")
+def test_an_unreachable_endpoint_is_one_line_from_the_installed_script(shared):
+    env = {**os.environ, **shared.env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{_closed_port()}"}
+    done = subprocess.run([str(RUNQ_SCRIPT), "runs", "purge", "-r", "store", "-y"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runq: cannot reach S3"), done.stderr
