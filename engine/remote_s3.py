@@ -58,8 +58,10 @@ class S3Remote:
 
 
 def join_key(root, *parts):
-    """Guild's `_join_path`: the parts joined by `/`, without empty ones or `/`."""
-    return "/".join(part.strip("/") for part in (root, *parts) if part.strip("/"))
+    """Guild's `_join_path`: the parts joined by `/`, leaving out `` and `/`.
+    A root such as `/a/b` keeps its slash, so its keys start with one (as
+    `aws s3` makes them from Guild's `s3://BUCKET//a/b/...` URIs)."""
+    return "/".join(part for part in (root, *parts) if part not in ("/", ""))
 
 
 def remote_from_config(name, item, path):

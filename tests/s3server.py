@@ -47,7 +47,7 @@ def client(endpoint):
 def upload_home(s3, bucket, root, home):
     """Every file of the home's runs/ and trash/runs/ as objects under ROOT/."""
     s3.create_bucket(Bucket=bucket)
-    prefix = root.strip("/") + "/" if root.strip("/") else ""
+    prefix = "" if root in ("", "/") else root + "/"  # Guild's keys: `/a/b` keeps its slash
     paths = [
         os.path.join(dirpath, name)
         for sub in ("runs", os.path.join("trash", "runs"))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from guildenv import guild_python
+from runq.engine.remote import remote_for_name
 from test_cli import assert_one_line_error, make_home, runq
 
 s3server = pytest.importorskip("s3server", reason="moto[server] and boto3 are test dependencies")
@@ -33,7 +35,7 @@ class Bucket:
     s3: object
 
     def prefix(self, *parts):
-        path = "/".join(part for part in (self.root.strip("/"), *parts) if part)
+        path = "/".join(part for part in (self.root, *parts) if part not in ("", "/"))
         return path + "/" if path else ""
 
     def keys(self):
@@ -110,9 +112,26 @@ def test_listing_equals_the_local_listing_of_the_same_home(shared, args):
     assert compared(remote_listed(shared, *args)) == compared(expected)
 
 
-def test_an_inline_spec_names_the_same_runs(shared):
-    listed = remote_listed(shared, "-a", name=f"s3:{shared.name}{shared.root}")
-    assert [run["id"] for run in listed] == [run["id"] for run in local_listed(shared, "-a")]
+GUILD_MIRRORS = """
+import json, sys
+from guild import remote as remotelib
+from guild.remotes import s3
+kind = s3.S3RemoteType(None)
+configured = kind.remote_for_config("my store", remotelib.RemoteConfig({"bucket": "b-1", "root": "/a/b"}))
+specs = [kind.remote_for_spec(spec) for spec in ("b-1", "b-1/a/b")]
+json.dump([[r.name, r.bucket, r.root, r.local_sync_dir] for r in [configured] + specs], sys.stdout)
+"""
+
+
+def test_names_roots_and_mirror_directories_are_guilds(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("remotes:\n  my store:\n    type: s3\n    bucket: b-1\n    root: /a/b\n    region: eu-west-1\n")
+    env = {**os.environ, "GUILD_CONFIG": str(config), "HOME": str(tmp_path)}
+    done = subprocess.run([str(guild_python()), "-c", GUILD_MIRRORS], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    ours = [remote_for_name(name, env, str(tmp_path)) for name in ("my store", "s3:b-1", "s3:b-1/a/b")]
+    assert [[r.name, r.bucket, r.root, r.mirror_dir] for r in ours] == json.loads(done.stdout)
+    assert ours[0].region == "eu-west-1"
 
 
 def test_the_mirror_is_guilds_and_holds_only_metadata(shared):
