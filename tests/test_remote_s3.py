@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from guildenv import guild_python
+from runq.engine import remote_s3
 from runq.engine.remote import remote_for_name
 from test_cli import assert_one_line_error, make_home, runq
 
@@ -134,12 +135,16 @@ def test_names_roots_and_mirror_directories_are_guilds(tmp_path):
     assert ours[0].region == "eu-west-1"
 
 
-def test_the_mirror_is_guilds_and_holds_only_metadata(shared):
-    remote_listed(shared)
-    config_dir = Path(shared.env["GUILD_CONFIG"]).parent
-    mirrors = list((config_dir / "remotes" / "store" / "meta").iterdir())
+def mirror_dir(bucket):
+    mirrors = list((Path(bucket.env["GUILD_CONFIG"]).parent / "remotes" / "store" / "meta").iterdir())
     assert len(mirrors) == 1  # md5 of s3://BUCKET/ROOT, as Guild names it
-    files = [p.relative_to(mirrors[0]).as_posix() for p in mirrors[0].rglob("*") if p.is_file()]
+    return mirrors[0]
+
+
+def test_the_mirror_holds_only_metadata(shared):
+    remote_listed(shared)
+    mirror = mirror_dir(shared)
+    files = [p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file()]
     run_files = [f for f in files if f.startswith(("runs/", "trash/runs/"))]
     assert run_files and all("/.guild/opref" in f or "/.guild/attrs/" in f or "/.guild/LOCK" in f for f in run_files)
 
@@ -147,7 +152,8 @@ def test_the_mirror_is_guilds_and_holds_only_metadata(shared):
 # Acting on the bucket
 
 
-def test_purge_removes_exactly_the_selected_runs_objects(fresh):
+def test_purge_removes_exactly_the_selected_runs_objects(fresh, monkeypatch):
+    monkeypatch.setattr(remote_s3, "DELETE_BATCH", 7)  # several DeleteObjects requests on a small bucket
     before = fresh.keys()
     chosen = selected_ids(fresh, "purge", "-Fo", "train")
     assert chosen == [run["id"] for run in local_listed(fresh, "--deleted", "-Fo", "train")] and chosen
@@ -186,6 +192,17 @@ def test_runs_changed_elsewhere_are_synced_into_the_mirror(fresh):
     vanished = [fresh.prefix("runs") + key for key in fresh.run_keys({gone}, deleted=False)]
     fresh.s3.delete_objects(Bucket=fresh.name, Delete={"Objects": [{"Key": k} for k in vanished]})
     assert gone not in {run["id"] for run in remote_listed(fresh)}
+    assert gone not in os.listdir(mirror_dir(fresh) / "runs")
+
+
+def test_delete_permanent_removes_only_that_runs_objects(fresh):
+    doomed = local_listed(fresh)[-1]["id"]
+    before = fresh.keys()
+    doomed_keys = {fresh.prefix("runs") + key for key in fresh.run_keys({doomed}, deleted=False)}
+    result = remote(fresh, "delete", "--permanent", doomed[:8], "-y")
+    assert result.exit_code == 0, result.stderr
+    assert [k for k in fresh.keys() if not k.endswith("meta-id")] == sorted(set(before) - doomed_keys)
+    assert doomed not in os.listdir(mirror_dir(fresh) / "runs")
 
 
 @pytest.mark.parametrize("command, answer", [("purge", "n\n"), ("purge", "\n"), ("delete", "n\n"), ("restore", "no\n")])
