@@ -6,6 +6,7 @@ be exactly the selected runs' objects."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from guildenv import guild_python
+from guildenv import guild_python, guild_script
 from runq.engine import remote_s3
 from runq.engine.remote import remote_for_name
 from test_cli import assert_one_line_error, make_home, runq
@@ -259,3 +260,49 @@ def test_an_unreachable_endpoint_is_one_line_from_the_installed_script(shared):
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("runq: cannot reach S3"), done.stderr
+
+
+# Guild's own S3 remote (it runs the `aws` CLI) on the same buckets: about
+# 30 s more, so only with RUNQ_S3_COMPARE_GUILD=1
+
+COMPARE_GUILD = os.environ.get("RUNQ_S3_COMPARE_GUILD") == "1"
+needs_aws = pytest.mark.skipif(
+    not COMPARE_GUILD or shutil.which("aws") is None,
+    reason="set RUNQ_S3_COMPARE_GUILD=1 (and have the aws CLI, which Guild's S3 remote runs)",
+)
+
+
+def guild(bucket, tmp_dir, *args):
+    """guild 0.9.0 with a config of its own, so that its mirror is its own."""
+    config = tmp_dir / "guild-config" / "config.yml"
+    if not config.exists():
+        config.parent.mkdir(parents=True)
+        config.write_text(Path(bucket.env["GUILD_CONFIG"]).read_text())
+        (tmp_dir / "guild-home").mkdir()
+    env = {**os.environ, **bucket.env, "GUILD_CONFIG": str(config), "GUILD_HOME": str(tmp_dir / "guild-home")}
+    done = subprocess.run([str(guild_script()), *args], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_aws
+@pytest.mark.parametrize("args", [["-a"], ["-a", "--deleted", "-Fl", "bestmodel"]])
+def test_listing_equals_guilds_own_s3_listing(shared, tmp_path, args):
+    result = remote(shared, "list", *args)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == guild(shared, tmp_path, "runs", "list", "-r", "store", *args)
+
+
+@needs_aws
+def test_delete_and_purge_leave_the_bucket_as_guilds_do(fresh, tmp_path):
+    guilds = Bucket(fresh.home, fresh.name + "-guild", fresh.root, fresh.env, fresh.s3)
+    s3server.upload_home(fresh.s3, guilds.name, guilds.root, fresh.home)
+    guild_config = {**fresh.env, "GUILD_CONFIG": str(tmp_path / "guild-config.yml")}
+    (tmp_path / "guild-config.yml").write_text(f"remotes:\n  store:\n    type: s3\n    bucket: {guilds.name}\n")
+    guilds.env = guild_config
+    for command in (["delete", "-Fm"], ["purge", "-Fo", "train"]):
+        result = remote(fresh, *command, "-y")
+        assert result.exit_code == 0, result.stderr
+        assert "0 run(s)" not in result.stderr
+        guild(guilds, tmp_path, "runs", *command, "-r", "store", "-y")
+        assert [k for k in fresh.keys() if k != "meta-id"] == [k for k in guilds.keys() if k != "meta-id"]
