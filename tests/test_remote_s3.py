@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from guildenv import guild_python, guild_script
+from test_cli import assert_one_line_error, make_home, runq
+
 from runq.engine import remote_s3
 from runq.engine.remote import remote_for_name
-from test_cli import assert_one_line_error, make_home, runq
 
 s3server = pytest.importorskip("s3server", reason="moto[server] and boto3 are test dependencies")
 
