@@ -34,6 +34,17 @@ WORKERS = 8
 MIRRORED = re.compile(r"(?:runs|trash/runs)/[^/]+/\.guild/(?:opref|attrs/[^/]+|LOCK[^/]*)$")
 
 
+# Guild's `local-env` (variables for its aws commands) as boto3 session arguments
+LOCAL_ENV_SETTINGS = {
+    "AWS_ACCESS_KEY_ID": "aws_access_key_id",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_access_key",
+    "AWS_SESSION_TOKEN": "aws_session_token",
+    "AWS_PROFILE": "profile_name",
+    "AWS_DEFAULT_REGION": "region_name",
+}
+LOCAL_ENV_ENDPOINTS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
 @dataclass(frozen=True)
 class S3Remote:
     name: str
@@ -41,6 +52,7 @@ class S3Remote:
     root: str = "/"
     region: Optional[str] = None
     config_path: str = ""
+    local_env: tuple = ()  # (name, value) pairs
 
     @property
     def uri(self):
@@ -68,7 +80,17 @@ def remote_from_config(name, item, path):
     if not item.get("bucket"):
         raise RemoteError(f"remote '{name}' in {path} is missing required config: bucket")
     return S3Remote(name, str(item["bucket"]), str(item.get("root") or "/"),
-                    None if item.get("region") is None else str(item["region"]), path)
+                    None if item.get("region") is None else str(item["region"]), path,
+                    _local_env(name, item.get("local-env"), path))
+
+
+def _local_env(name, value, path):
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise RemoteError(f"remote '{name}' in {path}: local-env must be a mapping of variables",
+                          hint="runq does not read local-env from a file")
+    return tuple((str(k), str(v)) for k, v in value.items())
 
 
 def remote_from_spec(spec, path):
@@ -90,7 +112,10 @@ def s3_client(remote):
     except ImportError:
         raise RemoteError("S3 remotes need boto3", hint="install runq[s3]") from None
     config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-    return boto3.session.Session().client("s3", region_name=remote.region, config=config)
+    env = dict(remote.local_env)
+    session = boto3.session.Session(**{arg: env[name] for name, arg in LOCAL_ENV_SETTINGS.items() if name in env})
+    endpoint = next((env[name] for name in LOCAL_ENV_ENDPOINTS if name in env), None)
+    return session.client("s3", region_name=remote.region, endpoint_url=endpoint, config=config)
 
 
 def s3_error(remote, error):
@@ -157,6 +182,7 @@ class S3Session:
         if remote_id is not None and read_meta_id(mirror) == remote_id:
             return mirror
         write_meta_id(mirror, None)
+        os.makedirs(mirror, exist_ok=True)  # a home even while the bucket has no runs
         wanted = self._mirrored_objects()
         stale = [rel for rel, item in wanted.items() if not _current(os.path.join(mirror, rel), item)]
         with ThreadPoolExecutor(WORKERS) as pool:

@@ -222,6 +222,19 @@ def test_dry_run_changes_nothing(shared):
     assert shared.keys() == before
 
 
+def test_local_env_gives_credentials_and_endpoint_as_for_guilds_aws_commands(shared, tmp_path):
+    shared.s3.create_bucket(Bucket="empty-runs")
+    local_env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_ENDPOINT_URL_S3": shared.env["AWS_ENDPOINT_URL_S3"]}
+    config = tmp_path / "config.yml"
+    config.write_text("remotes:\n  store:\n    type: s3\n    bucket: empty-runs\n    local-env: " + json.dumps(local_env))
+    env = {**shared.env, "GUILD_CONFIG": str(config), "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None,
+           "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{_closed_port()}"}
+    result = runq(None, "runs", "purge", "-r", "store", env=env)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == "Nothing to purge.\n"
+
+
 # Errors
 
 
