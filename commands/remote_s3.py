@@ -37,6 +37,8 @@ class S3Actions:
 
         ids = [run.id for run in runs]
         deleted = runs[0].deleted
+        mirror = str(index.home.path)
+        write_meta_id(mirror, None)  # if this stops halfway, the next command syncs in full
         with S3Session(self.remote) as session:
             if action in (run_commands.PURGE, run_commands.DELETE_PERMANENT):
                 done, failed = session.remove_runs(ids, deleted)
@@ -48,7 +50,7 @@ class S3Actions:
         done_runs = [run for run in runs if run.id in set(done)]
         self._update_mirror(action, run_commands, index, done_runs)
         if not failed:
-            write_meta_id(str(index.home.path), meta_id)  # the mirror matches the bucket again
+            write_meta_id(mirror, meta_id)  # the mirror matches the bucket again
         return len(done_runs), f" on {self.remote.name}"
 
     @staticmethod

@@ -195,6 +195,17 @@ def test_runs_changed_elsewhere_are_synced_into_the_mirror(fresh):
     assert gone not in {run["id"] for run in remote_listed(fresh)}
     assert gone not in os.listdir(mirror_dir(fresh) / "runs")
 
+    # Guild's rule: while the bucket's meta-id is the mirror's, the mirror is current
+    fresh.s3.put_object(Bucket=fresh.name, Key=fresh.prefix() + "meta-id", Body=b"first")
+    remote_listed(fresh)
+    assert (mirror_dir(fresh) / "meta-id").read_text() == "first"
+    also_gone = local_listed(fresh)[1]["id"]
+    vanished = [fresh.prefix("runs") + key for key in fresh.run_keys({also_gone}, deleted=False)]
+    fresh.s3.delete_objects(Bucket=fresh.name, Delete={"Objects": [{"Key": k} for k in vanished]})
+    assert also_gone in {run["id"] for run in remote_listed(fresh)}
+    fresh.s3.put_object(Bucket=fresh.name, Key=fresh.prefix() + "meta-id", Body=b"second")
+    assert also_gone not in {run["id"] for run in remote_listed(fresh)}
+
 
 def test_delete_permanent_removes_only_that_runs_objects(fresh):
     doomed = local_listed(fresh)[-1]["id"]
