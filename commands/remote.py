@@ -6,6 +6,7 @@ JSON, the runs are shown and confirmed here, then the remote acts on exactly
 the confirmed runs (their full ids on stdin, with the same filters, so that
 it re-checks them against its disk and reports any it skips). A remote
 without runq falls back to its `guild` when Guild takes every option given.
+An S3 remote instead selects here, on its synced mirror (remote_s3).
 """
 
 import json
