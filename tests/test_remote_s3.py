@@ -203,7 +203,12 @@ def test_runs_changed_elsewhere_are_synced_into_the_mirror(fresh):
     vanished = [fresh.prefix("runs") + key for key in fresh.run_keys({also_gone}, deleted=False)]
     fresh.s3.delete_objects(Bucket=fresh.name, Delete={"Objects": [{"Key": k} for k in vanished]})
     assert also_gone in {run["id"] for run in remote_listed(fresh)}
-    fresh.s3.put_object(Bucket=fresh.name, Key=fresh.prefix() + "meta-id", Body=b"second")
+
+    # acting on a run the bucket no longer has: reported, and the mirror synced in full next time
+    result = remote(fresh, "delete", also_gone, "-y")
+    assert result.exit_code == 0, result.stderr
+    assert f"could not change {also_gone[:8]} on store: no objects in the bucket" in result.stderr
+    assert "Deleted 0 run(s) on store" in result.stderr
     assert also_gone not in {run["id"] for run in remote_listed(fresh)}
 
 
