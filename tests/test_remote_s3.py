@@ -75,7 +75,7 @@ def shared(endpoint, tmp_path_factory):
 @pytest.fixture
 def fresh(endpoint, tmp_path, request):
     """A bucket of its own for a test that changes it."""
-    return fill_bucket(endpoint, tmp_path, f"runs-{request.node.name.lower().replace('_', '-')[:40]}", "/", 16, 4)
+    return fill_bucket(endpoint, tmp_path, f"runs-{request.node.name.lower().replace('_', '-')[:40]}", "/", 12, 4)
 
 
 def remote(bucket, command, *args, input=None, env=None):
