@@ -58,7 +58,7 @@ CREATE INDEX IF NOT EXISTS runs_in_order ON runs (deleted, timestamp IS NULL, ti
 CREATE INDEX IF NOT EXISTS runs_signatures ON runs (deleted, dir, watched, signature);
 
 CREATE TABLE IF NOT EXISTS attrs (
-    run_key INTEGER NOT NULL,       -- runs.key
+    run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     name TEXT NOT NULL,             -- the file name in .guild/attrs
     kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: a large
                                     -- attribute not decoded yet (read from its file when a filter names it)
@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS attrs (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS flags (
-    run_key INTEGER NOT NULL,       -- runs.key
+    run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     name TEXT NOT NULL,             -- a key of the `flags` attribute
     kind TEXT NOT NULL,
     num,
@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS flags (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS scalars (
-    run_key INTEGER NOT NULL,       -- runs.key
+    run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     prefix TEXT NOT NULL,           -- event files' directory relative to the run: .guild, '' (root), eval, ...
     tag TEXT NOT NULL,
     preferred INTEGER NOT NULL,     -- 1 for the prefix an unprefixed tag reads: the least by code point ('' < .guild < eval)
@@ -101,13 +101,13 @@ CREATE TABLE IF NOT EXISTS scalars (
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS tags (
-    run_key INTEGER NOT NULL,       -- runs.key
+    run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     tag TEXT NOT NULL,
     PRIMARY KEY (run_key, tag)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS comments (
-    run_key INTEGER NOT NULL,       -- runs.key
+    run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     seq INTEGER NOT NULL,           -- order in the `comments` attribute
     user TEXT,
     host TEXT,
@@ -115,3 +115,90 @@ CREATE TABLE IF NOT EXISTS comments (
     time INTEGER,
     PRIMARY KEY (run_key, seq)
 ) WITHOUT ROWID;
+
+-- Views for writing your own SQL (runq sql, sqlite3, Datasette): each names
+-- runs by id, so common questions need no joins. Times are shown as local
+-- time text, as Guild shows them. Large attributes (env, pip_freeze,
+-- run_params, op, cmd, platform) are stored raw with NULL values until a
+-- runq filter names one (e.g. -F 'cmd contains x'): `decoded` says which.
+
+CREATE VIEW IF NOT EXISTS runs_view AS
+SELECT
+    r.id AS run_id,
+    substr(r.id, 1, 8) AS short_id,
+    r.deleted,
+    r.operation,
+    r.status,
+    r.label,
+    r.marked,
+    CASE WHEN r.started THEN datetime(CAST(r.started / 1000000 AS INTEGER), 'unixepoch', 'localtime') END AS started,
+    CASE WHEN r.stopped THEN datetime(CAST(r.stopped / 1000000 AS INTEGER), 'unixepoch', 'localtime') END AS stopped,
+    (SELECT group_concat(t.tag, ' ') FROM tags AS t WHERE t.run_key = r.key) AS tags,  -- sorted, space-separated
+    r.exit_status,
+    r.sourcecode_digest,
+    r.dir,
+    r.key AS run_key
+FROM runs AS r;
+
+CREATE VIEW IF NOT EXISTS run_attrs AS
+SELECT
+    r.id AS run_id,
+    r.deleted,
+    a.name,
+    a.kind,
+    COALESCE(a.num, a.str, a.json) AS value,  -- NULL for null, NaN, other kinds (dates...) and raw
+    a.kind <> 'raw' AS decoded,               -- 0: a large attribute no filter has named yet
+    a.run_key
+FROM attrs AS a
+JOIN runs AS r ON r.key = a.run_key;
+
+CREATE VIEW IF NOT EXISTS run_flags AS
+SELECT
+    r.id AS run_id,
+    r.deleted,
+    f.name,
+    f.kind,
+    COALESCE(f.num, f.str, f.json) AS value,  -- NULL for null, NaN and other kinds
+    f.run_key
+FROM flags AS f
+JOIN runs AS r ON r.key = f.run_key;
+
+CREATE VIEW IF NOT EXISTS run_scalars AS
+SELECT
+    r.id AS run_id,
+    r.deleted,
+    s.prefix,
+    s.tag,
+    s.last_val,
+    s.last_step,
+    s.first_val,
+    s.first_step,
+    s.min_val,
+    s.min_step,
+    s.max_val,
+    s.max_step,
+    s.avg_val,
+    s.total,
+    s.count,
+    s.preferred,                              -- 1: what a filter's unprefixed tag reads
+    s.run_key
+FROM scalars AS s
+JOIN runs AS r ON r.key = s.run_key;
+
+CREATE VIEW IF NOT EXISTS run_tags AS
+SELECT r.id AS run_id, r.deleted, t.tag, t.run_key
+FROM tags AS t
+JOIN runs AS r ON r.key = t.run_key;
+
+CREATE VIEW IF NOT EXISTS run_comments AS
+SELECT
+    r.id AS run_id,
+    r.deleted,
+    c.seq,
+    c.user,
+    c.host,
+    c.body,
+    CASE WHEN c.time THEN datetime(CAST(c.time / 1000000 AS INTEGER), 'unixepoch', 'localtime') END AS time,
+    c.run_key
+FROM comments AS c
+JOIN runs AS r ON r.key = c.run_key;

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import math
 import os
 import sys
 from datetime import datetime
@@ -14,14 +15,18 @@ PREVIEW_COLUMNS = ("short_index", "op_desc", "started", "status", "label")
 
 
 def started_text(timestamp):
+    """Local time as Guild shows it; '' for a time no date can show (Guild stops there)."""
     if not timestamp:
         return ""
-    return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(timestamp / 1000000).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return ""
 
 
 def run_cells(run, cwd):
     op_desc = (run.operation or "?") + _op_dir_suffix(run.op_dir, cwd)
-    return {
+    cells = {
         "index": f"[{run.position}:{run.short_id}]",
         "short_index": f"[{run.short_id}]",
         "op_desc": op_desc + (" [marked]" if run.marked else ""),
@@ -29,6 +34,15 @@ def run_cells(run, cwd):
         "status": f"{run.status} ({run.remote})" if run.remote else run.status,
         "label": run.label or "",
     }
+    return {column: _one_line(text) for column, text in cells.items()}
+
+
+def _one_line(text):
+    """Cell text that keeps a table row on one line and cannot drive the
+    terminal: control characters as Python escapes (Guild prints them raw)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 @functools.lru_cache(maxsize=1024)  # few projects, many runs
@@ -124,16 +138,21 @@ def run_json(run):
         "id": run.id,
         "index": run.position,
         "operation": run.operation,
-        "started": run.started,
+        "started": _json_number(run.started),
         "started_text": started_text(run.started),
-        "stopped": run.stopped,
+        "stopped": _json_number(run.stopped),
         "status": run.status,
-        "exit_status": run.exit_status,
+        "exit_status": _json_number(run.exit_status),
         "label": run.label,
         "marked": bool(run.marked),
         "deleted": bool(run.deleted),
         "run_dir": run.dir,
     }
+
+
+def _json_number(number):
+    """JSON has no infinities: a time or exit status out of every range is null."""
+    return None if isinstance(number, float) and not math.isfinite(number) else number
 
 
 def print_json(runs):
@@ -146,6 +165,24 @@ def sql_script(compiled):
     lines.append(compiled.sql(pretty=True) + ";")
     lines += [f"-- :{name} = {sql_literal(value)}" for name, value in compiled.params.items()]
     return "\n".join(lines)
+
+
+def plan_lines(rows):
+    """EXPLAIN QUERY PLAN rows (id, parent id, detail) as a tree, drawn as sqlite3's shell draws it."""
+    children = {}
+    for node, parent, detail in rows:
+        children.setdefault(parent, []).append((node, detail))
+    lines = ["QUERY PLAN"]
+
+    def branch(parent, prefix):
+        kids = children.get(parent, [])
+        for i, (node, detail) in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(prefix + ("`--" if last else "|--") + detail)
+            branch(node, prefix + ("   " if last else "|  "))
+
+    branch(0, "")
+    return lines
 
 
 def _lazy_note(names):
@@ -162,6 +199,8 @@ def sql_literal(value):
         return "NULL"
     if isinstance(value, bool):
         return str(int(value))
+    if isinstance(value, float) and math.isinf(value):
+        return "1e999" if value > 0 else "-1e999"  # SQLite reads these as infinities; Python's inf it does not
     if isinstance(value, (int, float)):
         return repr(value)
     return " || ".join(_string_parts(str(value))) or "''"

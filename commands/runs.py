@@ -35,6 +35,9 @@ BackgroundOption = Annotated[
 SqlOption = Annotated[
     bool, typer.Option("--sql", help="Print the selection's SQL and parameters, and exit without touching anything.")
 ]
+ExplainOption = Annotated[
+    bool, typer.Option("--explain", help="Print SQLite's query plan for the selection, and exit without touching anything.")
+]
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,12 @@ def list_runs(
     more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
     as_json: JsonOption = False,
     show_sql: SqlOption = False,
+    explain: ExplainOption = False,
 ):
     """List runs, newest first, as Guild would select them."""
     if all_ and limit:
         raise SelectionError("--all and --limit cannot both be used")
-    selected = _select(ctx.obj, options, DELETED if deleted else LIVE, show_sql)
+    selected = _select(ctx.obj, options, DELETED if deleted else LIVE, _shown(show_sql, explain))
     if selected is None:
         return
     runs = selected.runs
@@ -150,9 +154,10 @@ def _limited(runs, all_, limit, more):
 @app.command("purge")
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
-               as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False):
+               as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False,
+               explain: ExplainOption = False):
     """Permanently delete deleted runs (those in the trash)."""
-    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, show_sql, background)
+    _act(ctx.obj, options, PURGE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
 @app.command("delete")
@@ -166,17 +171,18 @@ def delete_runs(
     as_json: JsonOption = False,
     show_sql: SqlOption = False,
     background: BackgroundOption = False,
+    explain: ExplainOption = False,
 ):
     """Delete runs (move them to the trash, or remove them with --permanent)."""
-    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, show_sql, background)
+    _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
 @app.command("restore")
 @selection_command
 def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
-                 as_json: JsonOption = False, show_sql: SqlOption = False):
+                 as_json: JsonOption = False, show_sql: SqlOption = False, explain: ExplainOption = False):
     """Restore deleted runs from the trash."""
-    _act(ctx.obj, options, RESTORE, yes, dry_run, as_json, show_sql)
+    _act(ctx.obj, options, RESTORE, yes, dry_run, as_json, _shown(show_sql, explain))
 
 
 # Shared flow
@@ -189,15 +195,29 @@ class Selected:
     runs: list
 
 
+def _shown(show_sql, explain):
+    """What to print instead of acting: 'sql' (--sql), 'plan' (--explain), both or neither."""
+    return {name for name, wanted in (("sql", show_sql), ("plan", explain)) if wanted}
+
+
+def _show_query(compiled, shown):
+    """The SQL script, and/or the query plan (as comment lines after the script)."""
+    if "sql" in shown:
+        typer.echo(render.sql_script(compiled))
+    if "plan" in shown:
+        prefix = "-- " if "sql" in shown else ""
+        typer.echo("\n".join(prefix + line for line in render.plan_lines(actions.plan(compiled))))
+
+
 def _select(settings, options, source, show_sql):
     """The selected runs (with the index and selection behind them), or None
-    after printing the SQL for --sql."""
+    after printing the SQL for --sql or the plan for --explain."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
     compiled = compile_selection(selection, settings.now)
     if show_sql:
-        typer.echo(render.sql_script(compiled))
+        _show_query(compiled, show_sql)
         return None
     index = open_index(settings, check=(source,))
     return Selected(index, selection, actions.run_compiled(index, compiled))

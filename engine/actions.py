@@ -9,8 +9,9 @@ from dataclasses import replace
 
 from . import purge
 from .compiler import compile_selection
-from .executor import select_runs
+from .executor import query_plan, select_runs
 from .home import DELETED
+from .indexer import schema_text
 
 
 def select(index, selection, now):
@@ -20,6 +21,11 @@ def select(index, selection, now):
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
     return select_runs(index.conn, compiled)
+
+
+def plan(compiled):
+    """SQLite's query plan for a compiled selection, as (id, parent id, detail) rows."""
+    return query_plan(schema_text(), compiled.sql(), compiled.bound_params())
 
 
 def recheck(index, selection, runs, now):
@@ -46,4 +52,4 @@ def stop_running(runs):
     return [run for run in runs if run.status == "running" and not run.remote and purge.stop_run(run.pid)]
 
 
-__all__ = ["select", "recheck", "remove", "move", "stop_running", "DELETED"]
+__all__ = ["select", "plan", "recheck", "remove", "move", "stop_running", "DELETED"]

@@ -48,8 +48,53 @@ _GUILD_FLOAT = re.compile(
 )
 
 
+# PyYAML builds an aliased node once and shares it, but whatever walks the
+# value afterwards (JSON, str() for `contains`, comparisons) walks every use:
+# 520 bytes of nested aliases make billions of nodes. Aliases may add at
+# most this many nodes to what the text itself spells out.
+ALIAS_NODE_BUDGET = 100_000
+
+
 class GuildLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with Guild's float resolver, on this class only."""
+    """PyYAML's SafeLoader with Guild's float resolver, on this class only,
+    and a budget on what aliases expand to (a recursive alias is refused)."""
+
+    def compose_document(self):
+        self._node_sizes, self._alias_nodes = {}, 0
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._spend_alias(self.peek_event())
+            return super().compose_node(parent, index)
+        node = super().compose_node(parent, index)
+        self._node_sizes[id(node)] = 1 + sum(self._node_sizes[id(child)] for child in _children(node))
+        return node
+
+    def _spend_alias(self, event):
+        node = self.anchors.get(event.anchor)
+        if node is None:
+            return  # PyYAML reports the undefined alias
+        size = self._node_sizes.get(id(node))
+        if size is None:
+            raise _alias_error("recursive alias", event)
+        self._alias_nodes += size
+        if self._alias_nodes > ALIAS_NODE_BUDGET:
+            raise _alias_error(f"aliases expand to more than {ALIAS_NODE_BUDGET} nodes", event)
+
+
+def _children(node):
+    if isinstance(node, yaml.MappingNode):
+        return [child for pair in node.value for child in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else ()
+
+
+class AliasBudgetError(yaml.composer.ComposerError):
+    """YAML whose aliases runq refuses to expand."""
+
+
+def _alias_error(what, event):
+    return AliasBudgetError(None, None, f"{what} (*{event.anchor})", event.start_mark)
 
 
 # add_implicit_resolver copies the inherited table into GuildLoader before
@@ -64,6 +109,11 @@ def load_yaml(text):
     """Decode `text` exactly as Guild does (slow; the reference for the fast path)."""
     try:
         return yaml.load(text, Loader=GUILD_LOADER)
+    except AliasBudgetError as exc:
+        raise AttrDecodeError(
+            f"YAML refused: {exc.problem}",
+            hint="runq reads an attribute as undefined when its aliases expand this far",
+        ) from exc
     except yaml.YAMLError as exc:
         raise _decode_error("malformed YAML", exc) from exc
     # PyYAML's constructors leak plain exceptions on malformed values (e.g.

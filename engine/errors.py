@@ -42,3 +42,13 @@ class Aborted(RunqError):
     """The user answered no."""
 
     exit_code = 4
+
+
+class QueryError(RunqError):
+    """Ad-hoc SQL (`runq sql`) that fails, is refused or runs out of time."""
+
+
+class QueryInterrupted(QueryError):
+    """Ad-hoc SQL stopped by Ctrl-C."""
+
+    exit_code = 130

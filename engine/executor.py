@@ -1,4 +1,5 @@
-"""Runs compiled selections against the index.
+"""Runs compiled selections against the index, and ad-hoc SQL (runq sql)
+read-only, within a time limit, stoppable.
 
 The SQL functions a selection may call are registered here, on every
 connection runq opens: `regexp` (Python's re.search, for -Fo patterns),
@@ -12,11 +13,12 @@ import json
 import operator
 import re
 import sqlite3
+import time
 from itertools import groupby
 from typing import NamedTuple, Optional
 
 from .compiler import RUN_COLUMNS
-from .errors import SelectionError
+from .errors import QueryError, QueryInterrupted, SelectionError
 
 LIST_OPS = {
     "=": operator.eq,
@@ -142,17 +144,178 @@ def _check_one_match(text, runs):
         )
 
 
-def execute_readonly(conn, sql):
-    """Runs ad-hoc SQL with writes refused; returns (column names, rows)."""
-    conn.execute("PRAGMA query_only = ON")
+# Ad-hoc SQL (runq sql): reads only, within a time budget, stoppable
+
+ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+# Pragmas whose argument names what to describe; they never write.
+DESCRIBING_PRAGMAS = frozenset({
+    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+    "foreign_key_list", "function_list", "pragma_list", "collation_list", "module_list",
+    "compile_options", "database_list", "foreign_key_check", "integrity_check", "quick_check",
+})
+# Settings that may be read but not set (a value would set them).
+READABLE_SETTINGS = frozenset({
+    "journal_mode", "user_version", "schema_version", "page_size", "page_count", "freelist_count",
+    "encoding", "foreign_keys", "query_only", "application_id",
+})
+ACTION_NAMES = {
+    getattr(sqlite3, f"SQLITE_{name}"): name.replace("_", " ")
+    for name in (
+        "CREATE_INDEX", "CREATE_TABLE", "CREATE_TEMP_INDEX", "CREATE_TEMP_TABLE", "CREATE_TEMP_TRIGGER",
+        "CREATE_TEMP_VIEW", "CREATE_TRIGGER", "CREATE_VIEW", "DELETE", "DROP_INDEX", "DROP_TABLE",
+        "DROP_TEMP_INDEX", "DROP_TEMP_TABLE", "DROP_TEMP_TRIGGER", "DROP_TEMP_VIEW", "DROP_TRIGGER",
+        "DROP_VIEW", "INSERT", "PRAGMA", "TRANSACTION", "UPDATE", "ATTACH", "DETACH", "ALTER_TABLE",
+        "REINDEX", "ANALYZE", "CREATE_VTABLE", "DROP_VTABLE", "SAVEPOINT",
+    )
+}
+SCHEMA_WRITES = (sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE)
+PROGRESS_STEPS = 10000  # SQLite virtual machine steps between two checks of the clock and Ctrl-C
+
+
+class ReadOnlyGuard:
+    """An SQLite authorizer that allows reading and nothing else, and
+    remembers the first statement part it refused (for the message)."""
+
+    def __init__(self):
+        self.refused = None
+
+    def __call__(self, action, arg1, arg2, _db, _trigger):
+        if action in ALLOWED_ACTIONS or self._allowed_pragma(action, arg1, arg2):
+            return sqlite3.SQLITE_OK
+        # SQLite asks this while it sets up a pragma's table-valued function
+        # (pragma_table_info(...)); a real UPDATE of sqlite_master is refused
+        # by SQLite itself unless writable_schema is set, a pragma write.
+        if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master":
+            return sqlite3.SQLITE_OK
+        if self.refused is None:
+            self.refused = _refused_text(action, arg1, arg2)
+        return sqlite3.SQLITE_DENY
+
+    @staticmethod
+    def _allowed_pragma(action, name, value):
+        if action != sqlite3.SQLITE_PRAGMA:
+            return False
+        name = (name or "").lower()
+        return name in DESCRIBING_PRAGMAS or (name in READABLE_SETTINGS and value is None)
+
+
+def _refused_text(action, arg1, arg2):
+    name = ACTION_NAMES.get(action, f"action {action}")
+    if str(arg1).startswith("sqlite_") and action in SCHEMA_WRITES:  # CREATE and DROP ask for these first
+        return "changing the schema"
+    if action == sqlite3.SQLITE_PRAGMA:
+        return f"PRAGMA {arg1}" + (f" = {arg2}" if arg2 is not None else "")
+    return f"{name} ({arg1})" if arg1 else name
+
+
+class ReadOnlyQuery:
+    """Ad-hoc SQL run so that it can only read, stops after `seconds` of
+    SQLite's time (None: never), and stops on `interrupt()`.
+
+        with ReadOnlyQuery(conn, sql, params, seconds) as query:
+            query.columns; for row in query: ...
+
+    Only the time spent inside SQLite counts, not the time the caller takes
+    to write rows out (a pager or a slow pipe must not time a query out).
+    The connection is given back as it was: no authorizer, no progress
+    handler, query_only off.
+    """
+
+    def __init__(self, conn, sql, params=None, seconds=None):
+        self.conn, self.sql, self.params, self.seconds = conn, sql, params or {}, seconds
+        self.guard = ReadOnlyGuard()
+        self.columns = []
+        self.cursor = None
+        self.interrupted = self.timed_out = False
+        self._spent = 0.0
+        self._running_since = None
+
+    def __enter__(self):
+        self.conn.execute("PRAGMA query_only = ON")  # belt and braces
+        self.conn.set_authorizer(self.guard)
+        self.conn.set_progress_handler(self._progress, PROGRESS_STEPS)
+        try:
+            self.cursor = self._in_sqlite(self.conn.execute, self.sql, self.params)
+        except BaseException:
+            self._restore()
+            raise
+        self.columns = [d[0] for d in self.cursor.description or ()]
+        return self
+
+    def __exit__(self, *_exc):
+        self._restore()
+
+    def __iter__(self):
+        """Rows one at a time, each as soon as SQLite has it."""
+        fetch = self.cursor.fetchone
+        while True:
+            row = self._in_sqlite(fetch)
+            if self.interrupted:  # Ctrl-C just as SQLite returned
+                raise QueryInterrupted("interrupted")
+            if row is None:
+                return
+            yield row
+
+    def interrupt(self):
+        """Stops the query; for a SIGINT handler. Outside SQLite it raises
+        QueryInterrupted at once; inside, the progress handler stops SQLite
+        (an exception raised there would be swallowed)."""
+        self.interrupted = True
+        if self._running_since is None:
+            raise QueryInterrupted("interrupted")
+
+    def _progress(self):
+        if self.interrupted:
+            return 1
+        if self.seconds and self._spent + time.monotonic() - self._running_since > self.seconds:
+            self.timed_out = True
+            return 1
+        return 0
+
+    def _in_sqlite(self, call, *args):
+        self._running_since = time.monotonic()
+        try:
+            return call(*args)
+        except sqlite3.Error as e:
+            raise self._error(e) from None
+        finally:
+            self._spent += time.monotonic() - self._running_since
+            self._running_since = None
+
+    def _error(self, error):
+        if self.interrupted:
+            return QueryInterrupted("interrupted")
+        if self.timed_out:
+            return QueryError(
+                f"query timed out after {self.seconds:g} s", hint="--timeout SECONDS allows more, 0 no limit"
+            )
+        if self.guard.refused:
+            return QueryError(
+                f"SQL error: {self.guard.refused} is not allowed", hint="runq sql only reads the index"
+            )
+        return QueryError(f"SQL error: {error}")
+
+    def _restore(self):
+        self.conn.set_progress_handler(None, 0)
+        self.conn.set_authorizer(None)
+        if self.cursor is not None:
+            self.cursor.close()
+        self.conn.execute("PRAGMA query_only = OFF")
+
+
+def query_plan(schema, sql, params):
+    """SQLite's EXPLAIN QUERY PLAN rows (id, parent id, detail) for `sql`, on
+    an empty in-memory database of `schema`. runq keeps no statistics
+    (ANALYZE), so SQLite plans from the schema alone: the plan is the one
+    the index gets, and no index is opened."""
+    conn = sqlite3.connect(":memory:")
     try:
-        cursor = conn.execute(sql)
-        columns = [d[0] for d in cursor.description or ()]
-        return columns, cursor.fetchall()
-    except sqlite3.Error as e:
-        raise SelectionError(f"SQL error: {e}") from None
+        conn.executescript(schema)
+        register_functions(conn)
+        rows = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
     finally:
-        conn.execute("PRAGMA query_only = OFF")
+        conn.close()
+    return [(row[0], row[1], row[3]) for row in rows]
 
 
 assert RUN_COLUMNS == SelectedRun._fields[: len(RUN_COLUMNS)]

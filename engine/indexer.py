@@ -19,6 +19,7 @@ from . import rundir
 from .errors import HomeError
 from .executor import register_functions
 from .home import DELETED, LIVE
+from .values import storable_text
 
 CHILD_TABLES = {
     "attrs": "run_key, name, kind, num, str, folded, json",
@@ -161,7 +162,9 @@ class Index:
         for deleted in (DELETED, LIVE):
             root = str(self.home.root_dir(deleted))
             for position, name in enumerate(_listdir(root)):
-                found[name] = (deleted, position, f"{root}/{name}")
+                # Names that are not UTF-8 are kept escaped (rundir.disk_path reverses it).
+                run_id = storable_text(name)
+                found[run_id] = (deleted, position, storable_text(f"{root}/{name}"))
         return found
 
     def _read_and_store(self, to_read, report, progress, workers):
@@ -247,15 +250,21 @@ class Index:
         return [row[0] for row in self.conn.execute(query, run_ids)] if run_ids else []
 
     def _assign_keys(self, records):
-        """Keys after the runs' timestamps, bumped past keys already taken."""
+        """Keys after the runs' timestamps; a key already taken becomes one
+        past every key in use (the keys next to it may be taken too)."""
         taken = set()
         wanted = [_key_for(r.run["timestamp"]) for r in records]
         for chunk in _chunks(sorted(set(wanted)), 10000):
             query = f"SELECT key FROM runs WHERE key IN ({', '.join('?' * len(chunk))})"
             taken.update(row[0] for row in self.conn.execute(query, chunk))
+        next_free = None  # past every key in use: found at the first key taken
         for record, key in zip(records, wanted):
-            while key in taken:
-                key += 1
+            if key in taken:
+                if next_free is None:
+                    next_free = max(self.conn.execute("SELECT COALESCE(MAX(key), 0) FROM runs").fetchone()[0], *taken) + 1
+                while next_free in taken:
+                    next_free += 1
+                key = next_free
             taken.add(key)
             record.run["key"] = key
 
@@ -275,7 +284,9 @@ class Index:
 
 
 def _key_for(timestamp):
-    return int(timestamp) if isinstance(timestamp, (int, float)) and timestamp > 0 else 1
+    # Far below 2**63 so that bumping past taken keys cannot overflow; a time
+    # out of that range (or infinite) is a run like any other.
+    return int(timestamp) if isinstance(timestamp, (int, float)) and 0 < timestamp < 2**62 else 1
 
 
 def _child_rows(records):

@@ -28,7 +28,7 @@ from typing import List
 
 from .errors import RunqError
 from .home import DELETED, LIVE
-from .rundir import pid_alive
+from .rundir import disk_path, pid_alive
 
 
 @dataclass
@@ -111,7 +111,7 @@ def _move_aside(path):
 def _run_path(home, run_id, deleted):
     if not run_id or run_id in (".", "..") or "/" in run_id or "\0" in run_id:
         raise RunqError(f"refusing to touch a run named {run_id!r}")
-    return home.root_dir(deleted) / run_id
+    return Path(disk_path(str(home.root_dir(deleted) / run_id)))
 
 
 # The purge area

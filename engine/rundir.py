@@ -7,13 +7,15 @@ a live process, which the indexer re-checks on every refresh.
 """
 
 import os
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Dict, List
 
 from .attrs import LAZY_ATTRS, decode_attr
+from .files import ATTR_MAX_BYTES, MARKER_MAX_BYTES, OPREF_MAX_BYTES, error_text, read_regular
 from .opspec import split_opspec
-from .values import stored_value
+from .values import storable_text, stored_number, stored_value
 
 MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
 # Attributes Guild rewrites in place on a finished run (label, tag, mark,
@@ -42,16 +44,18 @@ class RunRecord:
 
 
 def is_run_dir(path):
-    return os.path.exists(os.path.join(path, ".guild", "opref"))
+    return os.path.exists(os.path.join(disk_path(path), ".guild", "opref"))
 
 
 def read_run(run_dir, run_id, deleted, listing=None):
-    """The RunRecord of a run directory, or None when it is not a run."""
-    guild_dir = os.path.join(run_dir, ".guild")
-    opref_text = _read_text(os.path.join(guild_dir, "opref"))
-    if opref_text is None:
+    """The RunRecord of a run directory (its path as stored: `storable_text`),
+    or None when it is not a run."""
+    guild_dir = os.path.join(disk_path(run_dir), ".guild")
+    opref_path = os.path.join(guild_dir, "opref")
+    if not os.path.exists(opref_path):  # Guild's test of a run directory
         return None
     problems = []
+    opref_text = _read_text(opref_path, problems, OPREF_MAX_BYTES)
     attrs, values = read_attrs(os.path.join(guild_dir, "attrs"), problems)
     markers = _markers(guild_dir)
     record = RunRecord(run=dict.fromkeys(RUN_FIELDS), attrs=attrs)
@@ -65,10 +69,10 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.flags = _flags(values.get("flags"))
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
-    record.scalars, event_paths = read_scalars(run_dir, problems)
+    record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
     run["watched"] = "\n".join(watched_paths(values, event_paths, is_finished(run)))
     run["signature"] = signature(run_dir, run["watched"])
-    run["problems"] = "; ".join(problems) or None
+    run["problems"] = storable_text("; ".join(dict.fromkeys(problems))) or None  # once each (walks list .guild too)
     return record
 
 
@@ -76,7 +80,8 @@ def unreadable_run(run_dir, run_id, deleted, listing, error):
     """The record of a run that could not be read: listed, with an error status."""
     run = dict.fromkeys(RUN_FIELDS)
     run.update(id=run_id, deleted=int(deleted), dir=str(run_dir), listing=listing, status="error",
-               marked=0, comments_text="", watched=".guild", problems=f"cannot read the run: {error}")
+               marked=0, comments_text="", watched=".guild",
+               problems=storable_text(f"cannot read the run: {error}"))
     run["signature"] = signature(run_dir, run["watched"])
     return RunRecord(run=run)
 
@@ -87,30 +92,37 @@ def unreadable_run(run_dir, run_id, deleted, listing, error):
 def read_attrs(attrs_dir, problems):
     """(attrs rows, {name: decoded value}) for every attribute file."""
     rows, values = [], {}
-    for name in sorted(_listdir(attrs_dir)):
+    for name in sorted(_listdir(attrs_dir, problems)):
+        if not _is_text(name):  # no filter can name it, and SQLite cannot store it
+            problems.append(f"attribute name {storable_text(name)} is not UTF-8")
+            continue
         if name in LAZY_ATTRS:  # read and decoded only when a filter names it
             rows.append((name, "raw", None, None, None, None))
             continue
         text = _read_text(os.path.join(attrs_dir, name), problems)
         if text is None:
             continue
-        try:
-            value = decode_attr(text)
-        except Exception as e:
-            problems.append(f"attribute {name}: {str(e).splitlines()[0]}")
-            value = None
+        value, row = _decoded(text, name, problems)
         values[name] = value
-        rows.append((name, *stored_value(value)))
+        rows.append((name, *row))
     return rows, values
+
+
+def _decoded(text, name, problems):
+    """(value, stored columns) of an attribute's text; a value that cannot be
+    decoded or stored (too deep, lone surrogates) reads as null."""
+    try:
+        value = decode_attr(text)
+        return value, stored_value(value)
+    except Exception as e:  # any failure of one attribute is that attribute's problem
+        problems.append(f"attribute {name}: {(str(e).splitlines() or [type(e).__name__])[0]}")
+        return None, stored_value(None)
 
 
 def read_attr_value(run_dir, name):
     """The stored value columns of one attribute file (None when unreadable)."""
-    text = _read_text(os.path.join(run_dir, ".guild", "attrs", name))
-    try:
-        return stored_value(None if text is None else decode_attr(text))
-    except Exception:
-        return stored_value(None)
+    text = _read_text(os.path.join(disk_path(run_dir), ".guild", "attrs", name))
+    return stored_value(None) if text is None else _decoded(text, name, [])[1]
 
 
 EXPECTED_TYPES = {"flags": dict, "tags": list, "comments": list}
@@ -128,13 +140,13 @@ def _wrong_types(values):
 def _flags(flags):
     if not isinstance(flags, dict):
         return []
-    return [(name, *stored_value(value)) for name, value in flags.items() if isinstance(name, str)]
+    return [(storable_text(name), *stored_value(value)) for name, value in flags.items() if isinstance(name, str)]
 
 
 def _tags(tags):
     if not isinstance(tags, list):
         return []
-    return list(dict.fromkeys(tag for tag in tags if isinstance(tag, str)))
+    return list(dict.fromkeys(storable_text(tag) for tag in tags if isinstance(tag, str)))
 
 
 def _comments(comments):
@@ -144,18 +156,18 @@ def _comments(comments):
     rows, texts = [], []
     for seq, comment in enumerate(c for c in comments if isinstance(c, dict)):
         fields = [comment.get(k) for k in ("user", "host", "body")]
-        rows.append((seq, *[_text_or_none(f) for f in fields], _number_or_none(comment.get("time"))))
+        rows.append((seq, *[_text_or_none(f) for f in fields], _storable_number(comment.get("time"))))
         texts.append("\n".join(str(f or "").lower() for f in fields))
-    return rows, "\n".join(texts)
+    return rows, storable_text("\n".join(texts))
 
 
 def _user_fields(values):
     label = values.get("label")
     digest = values.get("sourcecode_digest")
     return {
-        "label": None if label is None else str(label),
+        "label": _text_or_none(label),
         "marked": int(bool(values.get("marked"))),
-        "sourcecode_digest": digest if isinstance(digest, str) else None,
+        "sourcecode_digest": storable_text(digest) if isinstance(digest, str) else None,
     }
 
 
@@ -167,12 +179,13 @@ def _times(values, problems):
 
 
 def _timestamp(value, name, problems):
+    """A time as stored: out-of-range numbers keep their order (as Guild sorts
+    them) and NaN, which no order places, is no time."""
     if value is None:
         return None
-    number = _number_or_none(value)
-    if number is None:
+    if _number_or_none(value) is None:
         problems.append(f"attribute {name} is not a number")
-    return number
+    return _storable_number(value)
 
 
 # Status
@@ -180,9 +193,9 @@ def _timestamp(value, name, problems):
 
 def run_status(guild_dir, exit_status, markers):
     """Guild's status: markers first, then exit status, then a live LOCK pid."""
-    fields = {"status": None, "pid": None, "remote": None, "exit_status": _number_or_none(exit_status)}
+    fields = {"status": None, "pid": None, "remote": None, "exit_status": _storable_number(exit_status)}
     if "LOCK.remote" in markers:
-        fields["remote"] = (_read_text(os.path.join(guild_dir, "LOCK.remote")) or "").strip() or None
+        fields["remote"] = (_read_text(os.path.join(guild_dir, "LOCK.remote"), None, MARKER_MAX_BYTES) or "").strip() or None
         return {**fields, "status": "running"}
     for marker, status in (("PENDING", "pending"), ("STAGED", "staged")):
         if marker in markers:
@@ -203,8 +216,7 @@ def status_for_exit(exit_status):
 
 def _lock_pid(guild_dir):
     try:
-        with open(os.path.join(guild_dir, "LOCK")) as f:
-            return int(f.read(10))
+        return int(read_regular(os.path.join(guild_dir, "LOCK"), MARKER_MAX_BYTES)[:10])
     except (OSError, ValueError):
         return None
 
@@ -224,7 +236,8 @@ def describe_operation(opref_text, guild_dir, problems, seen=None):
     """Opref parts and what Guild derives from them (formatted operation, ...)."""
     opref = parse_opref(opref_text)
     if opref is None:
-        problems.append("cannot read .guild/opref")
+        if opref_text is not None:  # else reading it was the problem
+            problems.append("cannot parse .guild/opref")
         return {}
     pkg_type, pkg_name, pkg_version, model, op = opref
     operation = format_operation(opref)
@@ -309,10 +322,11 @@ def op_dir(opref):
 def _batch_proto(guild_dir, seen):
     proto_dir = os.path.join(guild_dir, "proto")
     proto_guild_dir = os.path.join(proto_dir, ".guild")
-    text = _read_text(os.path.join(proto_guild_dir, "opref"))
-    if text is None or proto_dir in seen:
+    text = _read_text(os.path.join(proto_guild_dir, "opref"), None, OPREF_MAX_BYTES)
+    real_dir = os.path.realpath(proto_dir)  # a link may lead back: each real proto once
+    if text is None or real_dir in seen:
         return None
-    seen.add(proto_dir)
+    seen.add(real_dir)
     return describe_operation(text, proto_guild_dir, [], seen) or None
 
 
@@ -324,8 +338,8 @@ def read_scalars(run_dir, problems):
     from . import tfevents  # only runs being read need it
 
     summaries, event_paths = {}, []
-    for prefix, dir_path in event_dirs(run_dir):
-        for path in tfevents.loaded_event_files(dir_path):
+    for prefix, dir_path in event_dirs(run_dir, problems):
+        for path in _event_files(dir_path, problems):
             event_paths.append(os.path.relpath(path, run_dir))
             read = tfevents.read_scalars(path)
             for tag, value, step in read.scalars:
@@ -342,17 +356,69 @@ def read_scalars(run_dir, problems):
     return rows, event_paths
 
 
-def event_dirs(run_dir):
+# Guild walks a run following the links that lead to runs (a batch links
+# its trials); a link back to the run or between two runs would have it walk
+# forever. runq enters the run each link leads to once, MAX_WALK_DEPTH deep.
+MAX_WALK_DEPTH = 200
+
+
+def event_dirs(run_dir, problems=None):
     """(prefix, dir) of each directory holding event files, as Guild walks them."""
-    for root, dirs, files in os.walk(run_dir, followlinks=True):
-        dirs[:] = [d for d in dirs if not _is_foreign_link(os.path.join(root, d))]
-        if any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
-            rel = os.path.relpath(root, run_dir)
-            yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+    entered = set()
+    _first_visit(run_dir, entered)
+    cannot_list = lambda e: _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
+    for root, dirs, files in os.walk(run_dir, onerror=cannot_list, followlinks=True):
+        rel = os.path.relpath(root, run_dir)
+        if _too_deep(rel, problems):
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if _may_enter(os.path.join(root, d), entered)]
+        if not any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
+            continue
+        if not _is_text(rel):
+            _note(problems, f"event directory {storable_text(rel)}: name is not UTF-8, not read")
+            continue
+        yield ("" if rel == "." else rel.replace(os.sep, "/")), root
 
 
-def _is_foreign_link(path):
-    return os.path.islink(path) and not is_run_dir(path)
+def _may_enter(path, entered):
+    if not os.path.islink(path):
+        return True
+    return is_run_dir(path) and _first_visit(path, entered)
+
+
+def _first_visit(path, visited):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    identity = (st.st_dev, st.st_ino)
+    if identity in visited:
+        return False
+    visited.add(identity)
+    return True
+
+
+def _too_deep(rel, problems):
+    if rel.count(os.sep) < MAX_WALK_DEPTH:
+        return False
+    _note(problems, f"directories more than {MAX_WALK_DEPTH} deep are not searched for event files")
+    return True
+
+
+def _event_files(dir_path, problems):
+    """The event files of a directory Guild reads, those with UTF-8 names."""
+    from . import tfevents
+
+    try:
+        paths = tfevents.loaded_event_files(dir_path)
+    except OSError as e:
+        _note(problems, f"cannot list {storable_text(os.path.basename(dir_path))}: {error_text(e)}")
+        return []
+    for path in paths:
+        if not _is_text(path.name):
+            _note(problems, f"event file {storable_text(path.name)}: name is not UTF-8, not read")
+    return [path for path in paths if _is_text(path.name)]
 
 
 def _preferred_prefixes(summaries):
@@ -432,6 +498,7 @@ def signature(run_dir, watched):
     """A number that changes when any watched file's mtime or size changes
     (or it appears or vanishes). Tuples of ints hash the same in every process."""
     stat = os.stat
+    run_dir = disk_path(run_dir)
     values = []
     for rel in watched.split("\n") if watched else ():
         try:
@@ -447,32 +514,76 @@ def signature(run_dir, watched):
 # Small readers
 
 
-def _read_text(path, problems=None):
+def _read_text(path, problems=None, limit=ATTR_MAX_BYTES):
+    """A file's text as Guild reads it, or None (a problem when `problems`
+    is given) when it is not a readable regular UTF-8 file."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
+        data = read_regular(path, limit)
+    except OSError as e:
+        _note(problems, f"cannot read {_shown_path(path)}: {error_text(e)}")
         return None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        if problems is not None:
-            problems.append(f"{os.path.basename(path)} is not UTF-8")
+        _note(problems, f"{_shown_path(path)} is not UTF-8")
         return None
     # Guild reads in text mode: universal newlines.
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
-def _listdir(path):
+def _note(problems, text):
+    if problems is not None:
+        problems.append(text)
+
+
+def _shown_path(path):
+    """A run file's path from its .guild directory on, for a problems line."""
+    start = path.rfind("/.guild/")
+    return storable_text(path[start + 1 :] if start >= 0 else os.path.basename(path))
+
+
+def _is_text(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def disk_path(path):
+    """The path on disk of a path stored with its non-UTF-8 bytes escaped
+    (`storable_text`): the literal one if it exists, else the unescaped one."""
+    if "\\x" not in path or os.path.lexists(path):
+        return path
+    return _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), path)
+
+
+def _listdir(path, problems=None):
+    """A directory's entries; none when it cannot be listed (a problem unless it is missing)."""
     try:
         return os.listdir(path)
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as e:
+        _note(problems, f"cannot list {_shown_path(path)}: {error_text(e)}")
+        return []
+
+
+def _relative(path, run_dir):
+    return storable_text(os.path.relpath(path, run_dir)) if path else "a directory"
 
 
 def _number_or_none(value):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _storable_number(value):
+    number = _number_or_none(value)
+    return None if number is None else stored_number(number)
+
+
 def _text_or_none(value):
-    return None if value is None else str(value)
+    return None if value is None else storable_text(str(value))

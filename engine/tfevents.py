@@ -45,6 +45,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import EVENT_FILE_MAX_BYTES, read_regular
+
 # ---------------------------------------------------------------------------
 # File names
 
@@ -779,7 +781,7 @@ def scalars_from_bytes(data: bytes) -> ScalarRead:
 def read_scalars(path) -> ScalarRead:
     """The scalars of one event file; never raises on bad data."""
     try:
-        data = Path(path).read_bytes()
+        data = read_regular(path, EVENT_FILE_MAX_BYTES)
     except OSError as e:
         return ScalarRead([], f"cannot read: {e.strerror or e}", True)
     return scalars_from_bytes(data)

@@ -19,6 +19,7 @@ across kinds is false, and `not` of it is true.
 
 import json
 import math
+import re
 
 INT64 = (-(2**63), 2**63 - 1)
 KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
@@ -37,29 +38,56 @@ def stored_value(value):
     return (
         kind,
         stored_number(value) if kind in ("bool", "int", "float") else None,
-        value if kind == "str" else None,
+        storable_text(value) if kind == "str" else None,
         folded_text(value) if kind != "list" else None,
         to_json(value) if kind in ("list", "dict") else None,
     )
 
 
 def stored_number(value):
+    """A number SQLite can bind: ints beyond 64 bits as the nearest float
+    (infinite past the float range), which keeps how they compare."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        return float(value)
+        return _nearest_float(value)
     return int(value) if isinstance(value, bool) else value
+
+
+def _nearest_float(big):
+    try:
+        return float(big)
+    except OverflowError:
+        return math.inf if big > 0 else -math.inf
 
 
 def folded_text(value):
     """What Guild's `contains` searches in a value, or None when it finds nothing."""
     if not value:
         return None
-    return str(value).lower()
+    return storable_text(str(value).lower())
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text):
+    """`text` as SQLite can store it (UTF-8): a lone surrogate, which is how
+    Python spells a byte of a file name that is not UTF-8 (or what a YAML
+    \\u escape may make), becomes a backslash escape: \\xff for that byte."""
+    if text.isascii():
+        return text
+    return _SURROGATES.sub(_escaped_surrogate, text)
+
+
+def _escaped_surrogate(match):
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def to_json(value):
-    return json.dumps(value, default=str)
+    # Keys JSON has no form for (YAML dates, lists made hashable) are left out.
+    return json.dumps(value, default=str, skipkeys=True)
 
 
 def from_json(text):

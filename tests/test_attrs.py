@@ -412,3 +412,36 @@ def test_decodes_files_written_and_read_by_guild(tmp_path):
         # Guild raises whatever PyYAML raised; runq raises AttrDecodeError.
         guild = read[name] if read[name][0] == "ok" else ["error"]
         assert outcome(decode_attr, text) == guild, (name, text)
+
+
+# --- Aliases: a budget on what they expand to --------------------------------
+
+
+def _alias_bomb(levels, width=9):
+    lines = [f"a0: &a0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * width)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_past_the_budget_are_refused():
+    with pytest.raises(RunqError, match="aliases expand to more than 100000 nodes"):
+        load_yaml(_alias_bomb(9))  # 520 bytes, 9**9 strings once expanded
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _alias_bomb(5),  # 9**5 = 59,049 strings: within the budget
+        "base: &b {lr: 0.1, layers: [1, 2]}\nrun1: *b\nrun2: *b\n",
+        "- &x 1\n- *x\n- *x\n",
+        "a: &x [1, 2]\nb: {k: *x}\n",
+    ],
+)
+def test_aliases_within_the_budget_decode_like_guild_yaml(text):
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+def test_a_recursive_alias_is_refused():
+    assert yaml.safe_load("a: &x [*x]\n")["a"][0][0] is not None  # PyYAML builds a cycle
+    with pytest.raises(RunqError, match="recursive alias"):
+        load_yaml("a: &x [*x]\n")

@@ -525,9 +525,9 @@ def test_missing_guild_home_is_one_line(tmp_path):
 @pytest.mark.parametrize(
     "query, fragment",
     [
-        ("DELETE FROM runs", "readonly"),
-        ("DROP TABLE runs", "readonly"),
-        ("INSERT INTO meta (key, value) VALUES ('a', 'b')", "readonly"),
+        ("DELETE FROM runs", "not allowed"),
+        ("DROP TABLE runs", "not allowed"),
+        ("INSERT INTO meta (key, value) VALUES ('a', 'b')", "not allowed"),
         ("SELECT 1; DELETE FROM runs", "one statement"),
         ("SELEC id FROM runs", "syntax error"),
         ("SELECT nope FROM runs", "no such column"),

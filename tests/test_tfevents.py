@@ -8,6 +8,7 @@ loader). Each test then compares one case with what the peer reported.
 
 import json
 import math
+import os
 import random
 import struct
 import subprocess
@@ -927,3 +928,18 @@ def test_crc32c(data):
 
 def test_crc32c_check_value():
     assert crc32c(b"123456789") == 0xE3069283  # the catalogued CRC-32C check value
+
+
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (os.mkfifo, "not a regular file (a FIFO)"),  # opening it would wait for a writer
+        (lambda path: os.symlink("/dev/zero", path), "not a regular file (a character device)"),
+        (lambda path: os.truncate(path.touch() or path, tfevents.EVENT_FILE_MAX_BYTES + 1), "larger than"),
+    ],
+)
+def test_only_regular_event_files_of_bounded_size_are_read(tmp_path, make, problem):
+    path = tmp_path / event_file_name(1700000000)
+    make(path)
+    read = read_scalars(path)
+    assert read.scalars == [] and read.aborts_dir and problem in read.problem
