@@ -1,14 +1,22 @@
 -- The runq index of one Guild home.
 --
--- runq creates it at <guild home>/cache/runq/index.db and refreshes it from
+-- runq creates it at <guild home>/cache/runq/index.db (or in the user's
+-- cache directory for a read-only or network home) and refreshes it from
 -- the run directories before every command; it is a cache, and
--- `runq index --rebuild` recreates it. Times are microseconds since the
--- epoch, as Guild stores them.
+-- `runq index --rebuild` recreates it. Every index runq creates has
+-- PRAGMA application_id 0x72756E71 ("runq"); runq opens no other file as
+-- an index. Paths are relative to the home, so a moved or copied home
+-- keeps a valid index. Times are microseconds since the epoch, as Guild
+-- stores them.
 --
 -- Attribute and flag values keep their YAML kind beside them so that SQL
 -- can compare them as Guild does in Python: numbers only with numbers
 -- (`num`), strings only with strings (`str`).
 
+-- schema_version (a hash of this file: another one means a new index),
+-- home (the real path and st_dev:st_ino of the home last refreshed: another
+-- one means the home moved, was copied or re-mounted, and every run is
+-- checked), last_refresh, last_refresh_seconds, roots_stamp.
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT
@@ -19,7 +27,7 @@ CREATE TABLE IF NOT EXISTS runs (
                                     -- timestamp, so rows of runs that sort together are stored together
     id TEXT NOT NULL UNIQUE,        -- the run directory's name
     deleted INTEGER NOT NULL,       -- 0: in runs/, 1: in trash/runs/
-    dir TEXT NOT NULL,              -- the run directory
+    dir TEXT NOT NULL,              -- the run directory relative to the home: runs/<id> or trash/runs/<id>
     pkg_type TEXT,                  -- from .guild/opref: guildfile, script, package, ...
     pkg_name TEXT,
     pkg_version TEXT,

@@ -66,11 +66,22 @@ def root(
     ctx: typer.Context,
     guild_home: Annotated[
         Optional[Path],
-        typer.Option("--guild-home", "-H", metavar="PATH", help="Guild home (default: $GUILD_HOME, else ~/.guild)."),
+        typer.Option(
+            "--guild-home",
+            "-H",
+            metavar="PATH",
+            help="Guild home (default: as Guild finds it: $GUILD_HOME, else an activated environment's "
+            ".guild, else the nearest .guild above the current directory, else ~/.guild).",
+        ),
     ] = None,
     index_path: Annotated[
         Optional[Path],
-        typer.Option("--index", metavar="PATH", help="Index database (default: <home>/cache/runq/index.db)."),
+        typer.Option(
+            "--index",
+            metavar="PATH",
+            help="Index database (default: $RUNQ_INDEX, else <home>/cache/runq/index.db, or the user "
+            "cache directory for a read-only or network home).",
+        ),
     ] = None,
     no_refresh: Annotated[
         bool, typer.Option("--no-refresh", help="Use the index as it is, without checking the run directories.")

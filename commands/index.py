@@ -1,4 +1,4 @@
-"""`runq index`: the index's state, or a rebuild."""
+"""`runq index`: the index's state, a rebuild, or removing what runq keeps."""
 
 import os
 from datetime import datetime
@@ -10,29 +10,38 @@ from typing_extensions import Annotated
 from .remote import run_remote_index
 from .render import size_text
 from .session import open_index
-from ..engine.home import resolve_home
-from ..engine.indexer import remove_index_files
+from ..engine.home import locate_index, resolve_home
+from ..engine.indexer import drop_index, kept_files, rebuild_index
 
 
 def index(
     ctx: typer.Context,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Delete the index and build it again.")] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Replace the index with a new one, built from the runs.")] = False,
+    drop: Annotated[bool, typer.Option("--drop", help="Remove everything runq keeps for the home.")] = False,
     remote: Annotated[Optional[str], typer.Option("--remote", "-r", metavar="REMOTE", help="The index on REMOTE.")] = None,
 ):
     """Refresh the index and show its state."""
     if remote:
-        return run_remote_index(ctx, remote, rebuild)
+        return run_remote_index(ctx, remote)
     settings = ctx.obj
+    home = resolve_home(settings.guild_home)
+    location = locate_index(home, settings.index_path)
+    if drop:
+        show_and_drop(home, location)
+        return
     if rebuild:
-        home = resolve_home(settings.guild_home)
-        remove_index_files(settings.index_path or home.default_index_path)
+        rebuild_index(location.path, location.owned)
     index = open_index(settings)
+    show_state(index, location)
+
+
+def show_state(index, location):
     live, deleted = index.counts()
     last = float(index.meta("last_refresh", 0) or 0)
     size = sum(os.path.getsize(f"{index.path}{s}") for s in ("", "-wal") if os.path.exists(f"{index.path}{s}"))
     rows = [
-        ("Guild home", str(index.home.path)),
-        ("Index", str(index.path)),
+        ("Guild home", f"{index.home.path} ({index.home.how_found})"),
+        ("Index", f"{index.path} ({location.reason})"),
         ("Size", size_text(size)),
         ("Runs", str(live)),
         ("Deleted runs", str(deleted)),
@@ -42,3 +51,16 @@ def index(
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         typer.echo(f"{name + ':':<{width + 1}} {value}")
+
+
+def show_and_drop(home, location):
+    files = kept_files(location.path, location.owned)
+    if not files:
+        typer.echo(f"runq keeps nothing for {home.describe()} at {location.path}")
+        return
+    typer.echo(f"Removing what runq keeps for {home.describe()}:")
+    for path in files:
+        typer.echo(f"  {path}")
+    if location.owned:
+        typer.echo(f"  {location.path.parent} (if nothing else is left in it)")
+    drop_index(location.path, location.owned)

@@ -137,14 +137,15 @@ def run_remote(ctx, remote_name):
             _with_guild(session, ctx, tool)
 
 
-def run_remote_index(ctx, remote_name, rebuild):
+def run_remote_index(ctx, remote_name):
+    """`runq index -r REMOTE ...`."""
     remote = _remote(ctx, remote_name)
     if isinstance(remote, S3Remote):
         return index_mirror(ctx, remote, rebuild)
     with SshSession(remote) as session:
         if session.locate() != "runq":
             raise _runq_missing(remote, "runq index has no Guild equivalent")
-        _output_or_exit(session.run([_runq(session), *root_words(ctx), "index", *(["--rebuild"] if rebuild else [])]))
+        _output_or_exit(session.run([_runq(session), *root_words(ctx), "index", *command_words(ctx)]))
 
 
 def _remote(ctx, remote_name):

@@ -20,7 +20,7 @@ def select(index, selection, now):
 
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
-    return select_runs(index.conn, compiled)
+    return select_runs(index.conn, compiled, index.home.path)
 
 
 def plan(compiled):

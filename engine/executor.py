@@ -18,7 +18,7 @@ from itertools import groupby
 from typing import NamedTuple, Optional
 
 from .compiler import RUN_COLUMNS
-from .errors import QueryError, QueryInterrupted, SelectionError
+from .errors import HomeError, QueryError, QueryInterrupted, SelectionError
 
 LIST_OPS = {
     "=": operator.eq,
@@ -99,17 +99,20 @@ def list_contains(value_json, target_json):
     return int(target in value)
 
 
-def select_runs(conn, compiled):
+def select_runs(conn, compiled, home_dir=None):
     """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
 
-    Large attributes it names must have been decoded (Index.decode_lazy)."""
+    Large attributes it names must have been decoded (Index.decode_lazy).
+    The index holds run directories relative to the home: given the home's
+    path, the runs carry whole paths."""
     try:
         cursor = conn.execute(compiled.sql(), compiled.bound_params())
+        runs = resolve_run_args(cursor) if compiled.has_run_args else [_selected_run(row) for row in cursor]
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
         raise SelectionError(f"the index cannot run this selection: {e}") from None
-    if not compiled.has_run_args:
-        return [_selected_run(row) for row in cursor]
-    return resolve_run_args(cursor)
+    except sqlite3.DatabaseError as e:  # a corrupt index used as it is (--no-refresh)
+        raise HomeError(f"the index is corrupt: {e}", hint="'runq index --rebuild' builds it again") from None
+    return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]
 
 
 _selected_run = SelectedRun._make

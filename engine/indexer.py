@@ -7,6 +7,8 @@ runs/ and trash/runs/ keeps its rows. All changes of one refresh commit
 together, so an interrupted refresh leaves the previous state.
 """
 
+import fcntl
+import glob
 import hashlib
 import os
 import sqlite3
@@ -32,6 +34,10 @@ CHILD_TABLES = {
 PARALLEL_MIN_RUNS = 200
 PARALLEL_STAT_MIN = 4000
 CHUNK_RUNS = 50
+APPLICATION_ID = 0x72756E71  # "runq": PRAGMA application_id of every index runq creates
+SQLITE_MAGIC = b"SQLite format 3\0"
+UNMARKED = "an SQLite database without runq's application id"
+LOCK_WAIT_SECONDS = 120
 
 
 def schema_text():
@@ -56,13 +62,27 @@ class RefreshReport:
 class Index:
     """An open index database for one Guild home."""
 
-    def __init__(self, home, path=None):
+    def __init__(self, home, path=None, owned=None):
+        """`owned`: runq chose the path (the default when no path is given),
+        so a broken file there is its own and is rebuilt, never refused."""
         self.home = home
         self.path = Path(path) if path else home.default_index_path
-        self.conn = _open(self.path)
+        self.notices = []  # what the user should hear about (a corrupt index rebuilt)
+        self.lock, self.conn = _open(self.path, path is None if owned is None else owned, self.notices)
+        self.home_identity = home.identity()
+        self.dir_prefix = f"{home.path}/"  # what makes the stored relative run dirs whole
 
     def close(self):
         self.conn.close()
+        self.lock.close()
+
+    @property
+    def home_changed(self):
+        """The index was built for another home, or this one moved, was copied or re-mounted."""
+        return self.meta("home") != self.home_identity
+
+    def absolute_dir(self, relative):
+        return f"{self.dir_prefix}{relative}"
 
     # State
 
@@ -93,12 +113,17 @@ class Index:
         report = RefreshReport()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            if self.home_changed:  # another home's stamps and signatures say nothing here
+                self.set_meta(roots_stamp="")
+                check = (LIVE, DELETED)
             self._refresh(set(check), report, progress, workers)
             report.seconds = time.perf_counter() - started
-            self.set_meta(last_refresh=time.time(), last_refresh_seconds=f"{report.seconds:.3f}")
+            self.set_meta(last_refresh=time.time(), last_refresh_seconds=f"{report.seconds:.3f}",
+                          home=self.home_identity)
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite ends it itself when the disk is full
+                self.conn.execute("ROLLBACK")
             raise
         return report
 
@@ -132,7 +157,7 @@ class Index:
         gone = [run_id for run_id in known if run_id not in on_disk]
         self.delete_rows(gone)
         report.removed = len(gone)
-        moved = [(deleted, path, run_id) for run_id, (deleted, _, path) in on_disk.items()
+        moved = [(deleted, relative_dir(run_id, deleted), run_id) for run_id, (deleted, _, _) in on_disk.items()
                  if run_id in known and known[run_id][0] != deleted]
         self.conn.executemany("UPDATE runs SET deleted = ?, dir = ? WHERE id = ?", moved)
         report.moved = len(moved)
@@ -147,12 +172,17 @@ class Index:
     def _changed_runs(self, check, workers):
         """(dir, id, deleted, listing) of the checked roots' runs whose stat signature changed."""
         roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
+        prefix = self.dir_prefix
         candidates = self.conn.execute(
-            f"SELECT dir, watched, signature FROM runs INDEXED BY runs_signatures WHERE deleted IN ({roots})"
+            f"SELECT ? || dir, watched, signature FROM runs INDEXED BY runs_signatures WHERE deleted IN ({roots})",
+            (prefix,),
         ).fetchall()
         changed = changed_signatures(candidates, workers or os.cpu_count() or 1)
         return [
-            self.conn.execute(f"SELECT dir, id, deleted, listing FROM runs WHERE deleted IN ({roots}) AND dir = ?", (path,)).fetchone()
+            self.conn.execute(
+                f"SELECT ? || dir, id, deleted, listing FROM runs WHERE deleted IN ({roots}) AND dir = ?",
+                (prefix, path[len(prefix):]),
+            ).fetchone()
             for path in changed
         ]
 
@@ -197,8 +227,8 @@ class Index:
         """Re-reads any of these runs whose files changed; forgets vanished ones."""
         rows = {}
         for chunk in _chunks(list(run_ids), 10000):
-            query = f"SELECT dir, id, deleted, listing, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
-            rows.update((row[0], row) for row in self.conn.execute(query, chunk))
+            query = f"SELECT ? || dir, id, deleted, listing, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
+            rows.update((row[0], row) for row in self.conn.execute(query, [self.dir_prefix, *chunk]))
         candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
         changed = [rows[path][:4] for path in changed_signatures(candidates, os.cpu_count() or 1)]
         if changed:
@@ -215,9 +245,9 @@ class Index:
         """Reads and decodes the large attributes a filter names, once."""
         for name in sorted(names):
             rows = self.conn.execute(
-                "SELECT a.run_key, r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
+                "SELECT a.run_key, ? || r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
                 " WHERE a.name = ? AND a.kind = 'raw'",
-                (name,),
+                (self.dir_prefix, name),
             ).fetchall()
             if not rows:
                 continue
@@ -235,6 +265,8 @@ class Index:
             return
         self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
+        for record in records:  # the index stays valid when the home moves or is copied
+            record.run["dir"] = relative_dir(record.id, record.run["deleted"])
         columns = rundir.RUN_FIELDS
         self.conn.executemany(
             f"INSERT INTO runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
@@ -279,8 +311,13 @@ class Index:
     def move_rows(self, run_ids, deleted):
         self.conn.executemany(
             "UPDATE runs SET deleted = ?, dir = ? WHERE id = ?",
-            [(deleted, str(self.home.run_dir(run_id, deleted)), run_id) for run_id in run_ids],
+            [(deleted, relative_dir(run_id, deleted), run_id) for run_id in run_ids],
         )
+
+
+def relative_dir(run_id, deleted):
+    """A run's directory as the index stores it: relative to the home."""
+    return f"trash/runs/{run_id}" if deleted else f"runs/{run_id}"
 
 
 def _key_for(timestamp):
@@ -381,19 +418,240 @@ def _read_chunk(items):
 
 
 # The database file
+#
+# runq's lock file beside the index is held shared by every process using
+# the index and exclusively by one creating or replacing it: a replacement
+# is built under a temporary name in the same directory and renamed into
+# place, never removed under a reader, and never shares WAL files with the
+# index it replaces.
 
 
-def _open(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    schema = schema_text()
-    version = hashlib.sha256(schema.encode()).hexdigest()[:16]
-    conn = _connect(path)
-    if _schema_version(conn) != version:
-        conn.close()
-        remove_index_files(path)
-        conn = _connect(path)
-        _create(conn, schema, version)
-    return conn
+def _open(path, owned, notices):
+    """(lock, connection) of a usable index at `path`, created or rebuilt as needed."""
+    _prepare_dir(path, owned)
+    file_problem(path, owned)  # a file runq must not touch is refused before anything is created
+    lock = IndexLock(path)
+    try:
+        lock.take(fcntl.LOCK_SH)
+        if index_state(path, owned) != "ok":
+            lock.take(fcntl.LOCK_EX)
+            _make_usable(path, owned, notices)
+            lock.take(fcntl.LOCK_SH)
+        return lock, _connect(path)
+    except BaseException:
+        lock.close()
+        raise
+
+
+def _make_usable(path, owned, notices):
+    state = index_state(path, owned)  # again: another process may have built it meanwhile
+    if state == "ok":
+        return
+    build_index_file(path)
+    if state not in ("missing", "outdated"):
+        notices.append(f"the index {path} was {state}; rebuilt it (it is a cache of the run directories)")
+
+
+def _prepare_dir(path, owned):
+    parent = path.parent
+    if owned:
+        _make_dirs(parent)
+    elif not parent.is_dir():
+        what = "is not a directory" if os.path.lexists(parent) else "does not exist"
+        raise HomeError(f"cannot create the index {path}: {parent} {what}")
+
+
+def _make_dirs(directory):
+    for each in (*reversed(directory.parents), directory):
+        if os.path.lexists(each) and not each.is_dir():
+            raise HomeError(f"cannot keep the index in {directory}: {each} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HomeError(f"cannot create {directory}: {e.strerror}") from None
+
+
+class IndexLock:
+    """runq's own lock file for one index (flock: released by the kernel when
+    the process dies). Each process holds one lock per index, however many
+    Index objects use it: a process never waits for itself."""
+
+    _held = {}  # lock path -> [fd, users]: the one lock of this process
+
+    def __init__(self, index_path):
+        self.path = lock_path(index_path)
+        self.key = os.path.abspath(self.path)
+        if self.key not in self._held:
+            try:
+                self._held[self.key] = [os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644), 0]
+            except OSError as e:
+                raise HomeError(f"cannot use the index lock {self.path}: {e.strerror}") from None
+        self._held[self.key][1] += 1
+        self.fd = self._held[self.key][0]
+
+    def take(self, mode):
+        """Shared or exclusive (a conversion may briefly let go), waiting for other processes."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise HomeError(
+                        f"the index {self.path.with_suffix('')} is being replaced or used by another runq process",
+                        hint="try again when it has finished",
+                    ) from None
+                time.sleep(0.02)
+
+    def close(self):
+        if self.fd is None:
+            return
+        self.fd = None
+        held = self._held[self.key]
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held[self.key]
+            os.close(held[0])
+
+
+def rebuild_index(path, owned):
+    """Replaces the index with an empty one, which the next refresh fills."""
+    _prepare_dir(path, owned)
+    file_problem(path, owned)
+    lock = IndexLock(path)
+    try:
+        lock.take(fcntl.LOCK_EX)
+        build_index_file(path)
+    finally:
+        lock.close()
+
+
+def kept_files(path, owned):
+    """What runq keeps for the index at `path`: the database, its WAL files,
+    its lock file and any replacement left half-built (refusing a file that
+    is not an index)."""
+    file_problem(path, owned)
+    names = [f"{path.name}{suffix}" for suffix in ("", "-wal", "-shm", ".lock")]
+    found = [path.parent / name for name in names if os.path.lexists(path.parent / name)]
+    leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.new*")) if path.parent.is_dir() else []
+    return found + leftovers
+
+
+def drop_index(path, owned):
+    """Removes kept_files(path), and runq's own directory for them when that leaves it empty."""
+    file_problem(path, owned)
+    lock = IndexLock(path)
+    try:
+        lock.take(fcntl.LOCK_EX)
+        for each in kept_files(path, owned):
+            _remove(each)
+    except OSError as e:
+        raise HomeError(f"cannot remove {e.filename}: {e.strerror}") from None
+    finally:
+        lock.close()
+    if owned:
+        try:
+            path.parent.rmdir()
+        except OSError:  # not empty: files that are not runq's stay, and so does their directory
+            pass
+
+
+def lock_path(index_path):
+    return Path(f"{index_path}.lock")
+
+
+def schema_version():
+    return hashlib.sha256(schema_text().encode()).hexdigest()[:16]
+
+
+def index_state(path, owned):
+    """"ok", "missing", "outdated" (an older schema) or what is broken; raises
+    HomeError for a file runq must not touch or cannot use."""
+    if not os.path.lexists(path):
+        return "missing"
+    return file_problem(path, owned) or _schema_state(path)
+
+
+def file_problem(path, owned):
+    """What is wrong with the file at `path` as an index (None when nothing
+    is, or there is no file); raises HomeError when runq cannot use it or
+    must leave it alone."""
+    if not os.path.lexists(path):
+        return None
+    if os.path.isdir(path):
+        raise HomeError(f"cannot use the index {path}: it is a directory")
+    broken = _header_problem(path, _header(path))
+    if broken == UNMARKED and owned:  # at runq's own path: an index of an older runq
+        return "outdated"
+    if broken and not owned:
+        raise HomeError(
+            f"{path} is not a runq index ({broken}); runq leaves it as it is",
+            hint="give --index the path of a runq index, or of a file that does not exist yet",
+        )
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise HomeError(f"cannot use the index {path}: it is read-only", hint="runq updates its index on every command")
+    return broken
+
+
+def _header(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(100)
+    except OSError as e:
+        raise HomeError(f"cannot read the index {path}: {e.strerror}") from None
+
+
+def _header_problem(path, header):
+    """Why the first 100 bytes do not start a runq index, if they do not."""
+    if not header:
+        return "empty"
+    if not header.startswith(SQLITE_MAGIC) or len(header) < 100:
+        return "not an SQLite database"
+    application_id = int.from_bytes(header[68:72], "big")
+    if application_id == 0:
+        return UNMARKED
+    if application_id != APPLICATION_ID:
+        return "an SQLite database of another application"
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    size_is_valid = header[92:96] == header[24:28]  # SQLite's rule for trusting the page count
+    if size_is_valid and os.path.getsize(path) < (65536 if page_size == 1 else page_size) * pages:
+        return "truncated"
+    return None
+
+
+def _schema_state(path):
+    try:
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = _schema_version(conn) if "meta" in tables else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        return f"unreadable ({e})"
+    if not {"meta", "runs"} <= tables:
+        return "missing its tables"
+    return "ok" if version == schema_version() else "outdated"
+
+
+def build_index_file(path):
+    """A new empty index, built beside `path` and renamed over it."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    remove_index_files(temp)
+    try:
+        conn = sqlite3.connect(temp, isolation_level=None)
+        try:
+            _create(conn, schema_text(), schema_version())
+        finally:
+            conn.close()
+        for suffix in ("-wal", "-shm"):  # the old index's, which the new one must not read
+            _remove(f"{path}{suffix}")
+        os.replace(temp, path)
+    except (OSError, sqlite3.Error) as e:
+        remove_index_files(temp)
+        raise HomeError(f"cannot create the index {path}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def _connect(path):
@@ -417,19 +675,21 @@ def _schema_version(conn):
 
 
 def _create(conn, schema, version):
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn)
-    db.executescript(schema)
-    db["meta"].insert({"key": "schema_version", "value": version}, replace=True)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.executescript(schema)
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (version,))
 
 
 def remove_index_files(path):
     for suffix in ("", "-wal", "-shm"):
-        try:
-            os.remove(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
+        _remove(f"{path}{suffix}")
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _listdir(path):

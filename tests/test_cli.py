@@ -348,8 +348,8 @@ def test_index_reports_its_state(tmp_path):
         "Last refresh",
         "Refresh took",
     ]
-    assert fields["Guild home"] == str(tmp_path)
-    assert fields["Index"] == str(tmp_path / "cache" / "runq" / "index.db")
+    assert fields["Guild home"] == f"{tmp_path} (given with -H)"
+    assert fields["Index"] == f"{tmp_path / 'cache' / 'runq' / 'index.db'} (in the home)"
     assert fields["Runs"] == str(len(manifest.live))
     assert fields["Deleted runs"] == str(len(manifest.deleted))
     assert re.fullmatch(r"\d+(\.\d)? (bytes|KB|MB)", fields["Size"])
@@ -383,13 +383,14 @@ def test_index_follows_the_disk_and_rebuild_starts_over(tmp_path):
 def test_index_option_puts_the_database_elsewhere(tmp_path):
     manifest = make_home(tmp_path / "home", runs=20)
     elsewhere = tmp_path / "elsewhere" / "my.db"
+    elsewhere.parent.mkdir()
     result = runq(manifest.root, "--index", str(elsewhere), "runs", "list", "--json")
     assert result.exit_code == 0
     assert len(json.loads(result.stdout)) == len(manifest.live)
     assert elsewhere.exists()
     assert not (manifest.root / "cache").exists()
     fields = _index_fields(runq(manifest.root, "--index", str(elsewhere), "index").stdout)
-    assert fields["Index"] == str(elsewhere)
+    assert fields["Index"] == f"{elsewhere} (given with --index)"
 
 
 def test_guild_home_comes_from_the_environment_unless_given(tmp_path):

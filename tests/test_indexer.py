@@ -135,7 +135,7 @@ def test_mutations_are_re_read(fresh):
     report = index.refresh()
     assert report.updated == len(changed)
     for run_id, path, label in rows(index, "SELECT id, dir, label FROM runs"):
-        on_disk = rundir.read_run(path, run_id, "/trash/" in path).run["label"]
+        on_disk = rundir.read_run(index.absolute_dir(path), run_id, path.startswith("trash/")).run["label"]
         assert label == on_disk, run_id
 
 
