@@ -141,7 +141,7 @@ def run_remote_index(ctx, remote_name):
     """`runq index -r REMOTE ...`."""
     remote = _remote(ctx, remote_name)
     if isinstance(remote, S3Remote):
-        return index_mirror(ctx, remote, rebuild)
+        return index_mirror(ctx, remote)
     with SshSession(remote) as session:
         if session.locate() != "runq":
             raise _runq_missing(remote, "runq index has no Guild equivalent")

@@ -19,12 +19,12 @@ def mirror_settings(ctx, remote):
     return replace(ctx.obj, guild_home=Path(mirror), index_path=None, remote_actions=S3Actions(remote))
 
 
-def index_mirror(ctx, remote, rebuild):
-    """`runq index -r REMOTE`: the mirror's index."""
+def index_mirror(ctx, remote):
+    """`runq index -r REMOTE [--rebuild|--drop]`: the mirror's index."""
     from .index import index  # the local command
 
     ctx.obj = mirror_settings(ctx, remote)
-    return index(ctx, rebuild=rebuild, remote=None)
+    return index(ctx, rebuild=ctx.params.get("rebuild", False), drop=ctx.params.get("drop", False), remote=None)
 
 
 @dataclass(frozen=True)

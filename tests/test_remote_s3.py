@@ -335,3 +335,10 @@ def test_delete_and_purge_leave_the_bucket_as_guilds_do(fresh, tmp_path):
         assert "0 run(s)" not in result.stderr
         guild(guilds, tmp_path, "runs", *command, "-r", "store", "-y")
         assert [k for k in fresh.keys() if k != "meta-id"] == [k for k in guilds.keys() if k != "meta-id"]
+
+
+def test_index_of_an_s3_remote_is_its_mirrors(shared):
+    result = runq(None, "index", "-r", "store", "--rebuild", env=shared.env)
+    assert result.exit_code == 0, result.stderr
+    assert str(mirror_dir(shared)) in result.stdout
+    assert "Runs:         20" in result.stdout
