@@ -182,7 +182,7 @@ class S3Session:
         if remote_id is not None and read_meta_id(mirror) == remote_id:
             return mirror
         write_meta_id(mirror, None)
-        os.makedirs(mirror, exist_ok=True)  # a home even while the bucket has no runs
+        os.makedirs(os.path.join(mirror, RUNS), exist_ok=True)  # a home even while the bucket has no runs
         wanted = self._mirrored_objects()
         stale = [rel for rel, item in wanted.items() if not _current(os.path.join(mirror, rel), item)]
         with ThreadPoolExecutor(WORKERS) as pool:
