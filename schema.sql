@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     comments_text TEXT NOT NULL DEFAULT '',  -- user, host and body of each comment, lower-cased: what --comment searches
     listing INTEGER,                -- position in its directory listing: Guild's order for equal timestamps
     watched TEXT,                   -- files whose stat makes the signature, relative to dir, one per line
-    signature INTEGER,              -- a hash of their mtimes and sizes when the run was read
+    signature INTEGER,              -- a hash of their mtimes, ctimes and sizes when the run was read; NULL: read again
     problems TEXT                   -- what could not be read, if anything
 );
 

@@ -10,6 +10,8 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from . import demo, index, runs, sql
+from .. import __version__
+from .help import help_topic
 from .session import Settings
 from ..engine.errors import RunqError
 
@@ -47,11 +49,16 @@ def _fail(message, code):
     raise SystemExit(code)
 
 
+# runq's help is click's plain help (rich_markup_mode=None), but Typer escapes
+# `[default: ...]` for rich markup whenever rich is installed, which prints
+# `\[default: ...]`: tell it rich is not there.
+typer.core.HAS_RICH = False
+
 app = typer.Typer(
     cls=RunqGroup,
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode=None,
+    suggest_commands=False,  # click suggests already
     help="Fast, SQL-backed run selection for Guild AI homes: list, delete, purge "
     "and restore runs exactly as Guild would select them.",
 )
@@ -59,6 +66,13 @@ app.add_typer(runs.app, name="runs")
 app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
+app.command("help")(help_topic)
+
+
+def _print_version(value: bool):
+    if value:
+        typer.echo(f"runq {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -88,6 +102,9 @@ def root(
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more (e.g. which runs had problems).")] = False,
     now: Annotated[Optional[datetime], typer.Option("--now", hidden=True)] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Show runq's version and exit.")
+    ] = False,
 ):
     ctx.obj = Settings(
         guild_home=guild_home,

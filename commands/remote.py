@@ -59,7 +59,7 @@ def keep_confirmed(options, runs):
     reporting confirmed ones that no longer pass the filters or are gone."""
     if options.confirmed_ids is None:
         return runs
-    kept = [run for run in runs if run.id in options.confirmed_ids]
+    kept = runs.only(options.confirmed_ids)
     missing = sorted(options.confirmed_ids - {run.id for run in kept})
     if missing:
         ids = ", ".join(run_id[:8] for run_id in missing[:10])
@@ -175,7 +175,7 @@ def _with_runq(session, ctx):
         return
     answer = _output_or_exit(session.run(prefix + ["--dry-run", "--json"] + command_words(ctx, ASKING_OPTIONS), capture=True))
     runs = _parse_runs(session, answer, _runq_run)
-    if _confirmed(ctx, runs):
+    if _confirmed(session.remote, ctx, runs):
         act = prefix + ["-y", "--ids-from-stdin"] + command_words(ctx, ASKING_OPTIONS - {"background"}, with_runs=False)
         _output_or_exit(session.run(act, stdin_text="\n".join(run.id for run in runs)))
 
@@ -194,7 +194,7 @@ def _with_guild(session, ctx, tool):
     listing = ["guild", "runs", "list", "--json"] + (["--deleted"] if name != "delete" else [])
     answer = _output_or_exit(session.run(listing + command_words(ctx, {"yes", "permanent"}), capture=True))
     runs = _parse_runs(session, answer, _guild_run)
-    if _confirmed(ctx, runs):
+    if _confirmed(session.remote, ctx, runs):
         act = prefix + ["-y"] + command_words(ctx, {"yes"}) + ["--", STDIN_WORDS]
         _output_or_exit(session.run(act, stdin_text="\n".join(run.id for run in runs)))
 
@@ -211,7 +211,7 @@ def _runq_missing(remote, why):
     )
 
 
-def _confirmed(ctx, runs):
+def _confirmed(remote, ctx, runs):
     """Shows the runs and asks, as the local command does; False if there is nothing to do."""
     from . import runs as run_commands  # the local commands' texts and prompts
 
@@ -219,7 +219,7 @@ def _confirmed(ctx, runs):
     if not runs:
         typer.echo(action.nothing, err=True)
         return False
-    run_commands._confirm_or_abort(runs, action)
+    run_commands._confirm_or_abort(runs, action, f"{remote.guild_home} on {remote.destination} (remote {remote.name})")
     if ctx.command.name == "delete":
         run_commands._confirm_stopping(runs)
     return True

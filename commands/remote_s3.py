@@ -35,6 +35,7 @@ class S3Actions:
         """(count, extra text) of `action` done on the bucket, then on the mirror."""
         from . import runs as run_commands  # the local commands' actions
 
+        index = getattr(index, "index", index)  # the mirror's own index behind the commands' API
         ids = [run.id for run in runs]
         deleted = runs[0].deleted
         mirror = str(index.home.path)

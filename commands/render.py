@@ -4,14 +4,26 @@ import functools
 import json
 import math
 import os
+import shutil
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 
+import click
 import typer
+
+from ..engine import details
 
 COLUMN_SPACING = 2
 LIST_COLUMNS = ("index", "op_desc", "started", "status", "label")
+SIMPLIFIED_COLUMNS = ("num_index", "op_desc", "status", "label")
 PREVIEW_COLUMNS = ("short_index", "op_desc", "started", "status", "label")
+MARKED = " [marked]"
+
+# On a terminal, as Guild styles its tables: the op dir dimmed, and every
+# cell (and detail line) ended by a reset.
+DIM = "\x1b[2m"
+RESET = "\x1b[0m"
 
 
 def started_text(timestamp):
@@ -29,7 +41,8 @@ def run_cells(run, cwd):
     cells = {
         "index": f"[{run.position}:{run.short_id}]",
         "short_index": f"[{run.short_id}]",
-        "op_desc": op_desc + (" [marked]" if run.marked else ""),
+        "num_index": f"[{run.position}]",
+        "op_desc": op_desc + (MARKED if run.marked else ""),
         "started": started_text(run.started),
         "status": f"{run.status} ({run.remote})" if run.remote else run.status,
         "label": run.label or "",
@@ -116,47 +129,208 @@ def _path_parts(path):
     return parts
 
 
-def table_lines(runs, columns, indent=0):
-    """Rows padded to each column's widest cell (the last column unpadded)."""
+def table_lines(runs, columns, indent=0, terminal=None, detail=None):
+    """Rows padded to each column's widest cell (the last column unpadded),
+    each followed by its `detail(run, styled)` lines. On a `terminal`, cells
+    are styled and the right-most ones cut to fit its width, as Guild does."""
     cwd = os.path.abspath(os.getcwd())
     rows = [run_cells(run, cwd) for run in runs]
     widths = {c: max((len(row[c]) for row in rows), default=0) for c in columns[:-1]}
     pad = " " * indent
-    for row in rows:
-        cells = [row[c].ljust(widths[c] + COLUMN_SPACING) for c in columns[:-1]]
-        yield pad + "".join(cells) + row[columns[-1]]
+    styled = bool(terminal and terminal.styled)
+    for run, row in zip(runs, rows):
+        cells = [row[c].ljust(widths[c] + COLUMN_SPACING) for c in columns[:-1]] + [row[columns[-1]]]
+        if terminal is None:
+            yield pad + "".join(cells)
+        else:
+            segments = [_segments(run, row, column, cell, cwd) for column, cell in zip(columns, cells)]
+            yield pad + _terminal_line(segments, indent, terminal)
+        if detail:
+            yield from (pad + line for line in detail(run, styled))
 
 
-def print_table(runs, columns, indent=0, err=False):
+def _segments(run, row, column, cell, cwd):
+    """A cell as (text, style) parts: the op dir of op_desc is dimmed."""
+    if column != "op_desc":
+        return [(cell, "")]
+    marked = MARKED if run.marked else ""
+    suffix = _one_line(_op_dir_suffix(run.op_dir, cwd))
+    op_end = len(row["op_desc"]) - len(marked) - len(suffix)
+    return [(cell[:op_end], ""), (suffix, DIM), (cell[op_end:][len(suffix):], "")]
+
+
+def _terminal_line(cells, used, terminal):
+    """Cells styled for a terminal and cut where the line reaches its width."""
+    parts = []
+    for segments in cells:
+        cell_width = sum(len(text) for text, _ in segments)
+        room = terminal.width - used
+        if cell_width > room:
+            parts.append(_styled(_cut(segments, room), terminal.styled))
+            break
+        parts.append(_styled(segments, terminal.styled))
+        used += cell_width
+    return "".join(parts)
+
+
+def _cut(segments, room):
+    kept = []
+    for text, style in segments:
+        if room <= 0:
+            break
+        kept.append((text[:room], style))
+        room -= len(text)
+    return kept
+
+
+def _styled(segments, styled):
+    if not styled:
+        return "".join(text for text, _ in segments)
+    return "".join(f"{style}{text}{RESET}" if style else text for text, style in segments) + RESET
+
+
+@dataclass(frozen=True)
+class Terminal:
+    styled: bool  # escape codes wanted (not with NO_COLOR)
+    width: int  # columns: lines are cut there
+
+
+def terminal_for(stream):
+    """How to draw on `stream`: None when it is not a terminal (plain, uncut)."""
+    if not stream.isatty():
+        return None
+    return Terminal(styled=not os.environ.get("NO_COLOR"), width=shutil.get_terminal_size().columns)
+
+
+def print_table(runs, columns, indent=0, err=False, detail=None):
     stream = sys.stderr if err else sys.stdout
-    stream.write("".join(line + "\n" for line in table_lines(runs, columns, indent)))
+    lines = table_lines(runs, columns, indent, terminal_for(stream), detail)
+    stream.write("".join(line + "\n" for line in lines))
     stream.flush()
 
 
-def run_json(run):
+def note(message):
+    """A note on stderr, dimmed on a terminal as Guild's notes are."""
+    terminal = terminal_for(sys.stderr)
+    styled = bool(terminal and terminal.styled)
+    typer.echo(f"{DIM}{message}{RESET}" if styled else message, err=True)
+
+
+# Details under each row: -v and -c
+
+
+DETAIL_FIELDS = (
+    "id", "operation", "from", "status", "started", "stopped", "marked", "label",
+    "sourcecode_digest", "vcs_commit", "run_dir", "command", "exit_status", "pid",
+)
+
+
+def detail_lines(run, styled=False):
+    """`runs list -v`: Guild's run details, read from the run's files."""
+    values = _detail_values(run)
+    end = RESET if styled else ""
+    return [f"  {name}: {values[name]}{end}" for name in DETAIL_FIELDS]
+
+
+def _detail_values(run):
+    def attr(name):
+        return _cell_text(details.attr(run.dir, name))
+
     return {
         "id": run.id,
-        "index": run.position,
-        "operation": run.operation,
-        "started": _json_number(run.started),
-        "started_text": started_text(run.started),
-        "stopped": _json_number(run.stopped),
+        "operation": run.operation or "?",
+        "from": details.from_text(run.dir),
         "status": run.status,
-        "exit_status": _json_number(run.exit_status),
-        "label": run.label,
-        "marked": bool(run.marked),
-        "deleted": bool(run.deleted),
-        "run_dir": run.dir,
+        "started": started_text(run.started),
+        "stopped": started_text(run.stopped),
+        "marked": "yes" if details.attr(run.dir, "marked") else "no",
+        "label": attr("label"),
+        "sourcecode_digest": attr("sourcecode_digest"),
+        "vcs_commit": attr("vcs_commit"),
+        "run_dir": _user_path(os.path.abspath(run.dir)),
+        "command": command_text(details.attr(run.dir, "cmd")),
+        "exit_status": attr("exit_status"),
+        "pid": _cell_text(details.lock_pid(run.dir)),
     }
 
 
-def _json_number(number):
-    """JSON has no infinities: a time or exit status out of every range is null."""
-    return None if isinstance(number, float) and not math.isfinite(number) else number
+def _cell_text(value):
+    return "" if value is None else str(value)
 
 
-def print_json(runs):
-    typer.echo(json.dumps([run_json(run) for run in runs], indent=2))
+def command_text(cmd):
+    """A run's command as Guild shows it: arguments with spaces (or empty) double-quoted."""
+    if not cmd or not isinstance(cmd, list):
+        return ""
+    return " ".join(f'"{arg}"' if arg == "" or " " in str(arg) else str(arg) for arg in cmd)
+
+
+def comment_lines(run, styled=False):
+    """`runs list -c`: each comment's author and time, then its body, as Guild lays them out."""
+    comments = details.attr(run.dir, "comments")
+    if not isinstance(comments, list):
+        return []
+    lines = []
+    for comment in comments:
+        if isinstance(comment, dict):
+            lines += _comment_text(comment).split("\n")
+    return lines
+
+
+def _comment_text(comment):
+    formatter = click.HelpFormatter()
+    formatter.write_text(f"  {_comment_author(comment)} {_comment_time(comment.get('time'))}")
+    formatter.write_paragraph()
+    formatter.indent()
+    formatter.indent()
+    formatter.write_text(str(comment.get("body") or ""))
+    return formatter.getvalue()
+
+
+def _comment_author(comment):
+    user, host = comment.get("user") or "", comment.get("host") or ""
+    return f"{user}@{host}" if host else user
+
+
+def _comment_time(time):
+    try:
+        return started_text(time)
+    except (ValueError, TypeError, OverflowError, OSError):
+        return str(time)
+
+
+def run_json(run, stored=None):
+    """Guild's `runs list --json` record (with Guild's values: from the index
+    where it holds them exactly, else from the run's files), then runq's own
+    fields: RUNQ_JSON_FIELDS."""
+    record = _strict_json(details.guild_json(run.dir, run.id, run.status, stored))
+    record.update(
+        index=run.position,
+        operation=run.operation,
+        started_text=started_text(run.started),
+        deleted=bool(run.deleted),
+    )
+    return record
+
+
+def _strict_json(value):
+    """JSON has no NaN or infinities (Guild prints them as NaN, Infinity): they are null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    return value
+
+
+RUNQ_JSON_FIELDS = ("index", "operation", "started_text", "deleted")
+
+
+def print_json(runs, index):
+    """One JSON array on one line, as Guild prints it; `index` is the api.RunIndex the runs come from."""
+    stored = index.stored_attrs(runs, details.GUILD_JSON_ATTRS)
+    typer.echo(json.dumps([run_json(run, stored.get(run.id, {})) for run in runs], default=str))
 
 
 def sql_script(compiled):

@@ -2,16 +2,20 @@
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from . import render
+from .help import SEE_ALSO
 from .remote import keep_confirmed
 from .selection_options import selection_command
-from .session import open_index, progress_printer
+from .session import open_archive, open_run_index, progress_printer
 from ..engine import actions
+from ..engine.api import RunIndex, Runs
 from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
 from ..engine.home import DELETED, LIVE
@@ -19,7 +23,33 @@ from ..engine.home import DELETED, LIVE
 ABORTED = 4
 RUNS_PER_PAGE = 20
 
-app = typer.Typer(no_args_is_help=True, help="List, delete, purge and restore runs.")
+ALIASES = {"ls": "list", "rm": "delete"}
+
+
+class RunsGroup(TyperGroup):
+    """`runq runs`: alone or followed by options, lists runs as `guild runs`
+    does; `ls` and `rm` name `list` and `delete`."""
+
+    def parse_args(self, ctx, args):
+        listing = not args or args[0].startswith("-") and args[0] != "--help"
+        if listing and not ctx.resilient_parsing:  # completion wants the commands
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+    def get_command(self, ctx, cmd_name):
+        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+
+    def format_commands(self, ctx, formatter):
+        """Commands with their aliases, as Guild lists them (`delete, rm`)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            names = [name] + [alias for alias, command in ALIASES.items() if command == name]
+            rows.append((", ".join(names), self.get_command(ctx, name).get_short_help_str()))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+app = typer.Typer(cls=RunsGroup, suggest_commands=False, help="List, delete, purge and restore runs (alone: list them).")
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt before acting.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen and change nothing.")]
@@ -51,20 +81,42 @@ class Action:
     nothing: str
     done: str
     would: str
-    perform: object  # (index, runs, progress, background) -> (count, extra text)
+    perform: object  # (api.RunIndex, runs, progress, background) -> (api.Outcome, extra text)
 
 
-def _remove(index, runs, progress, background):
-    report = actions.remove(index, runs, runs[0].deleted, progress, background)
-    for run_id, why in report.failed:
-        typer.echo(f"runq: could not remove {run_id[:8]}: {why}", err=True)
-    if background:
-        return len(report.removed), " (their files are being unlinked in the background)"
-    return len(report.removed), f" ({render.size_text(report.bytes_freed)} reclaimed)"
+def _remove(permanent_delete):
+    """Purge, or delete --permanent: the runs' files are removed."""
+
+    def perform(index, runs, progress, background):
+        if permanent_delete:
+            outcome = index.delete(runs, permanent=True, progress=progress, background=background)
+        else:
+            outcome = index.purge(runs, progress=progress, background=background)
+        if outcome.in_place:
+            typer.echo(f"runq: {index.index.home.purge_dir} is on another file system than the runs: "
+                       "they were unlinked where they were", err=True)
+        for path in outcome.left:
+            typer.echo(f"runq: left {path} in place: another file system is mounted there", err=True)
+        _report_failures(outcome.failed, "remove")
+        if background:
+            return outcome, " (their files are being unlinked in the background)"
+        return outcome, f" ({render.size_text(outcome.bytes_freed or 0)} reclaimed)"
+
+    return perform
 
 
 def _move(to_deleted):
-    return lambda index, runs, progress, background: (len(actions.move(index, runs, to_deleted)), "")
+    def perform(index, runs, progress, background):
+        outcome = index.delete(runs) if to_deleted else index.restore(runs)
+        _report_failures(outcome.failed, "move")
+        return outcome, ""
+
+    return perform
+
+
+def _report_failures(failed, verb):
+    for run_id, why in failed:
+        typer.echo(f"runq: could not {verb} {run_id[:8]}: {why}", err=True)
 
 
 PURGE = Action(
@@ -75,7 +127,7 @@ PURGE = Action(
     nothing="Nothing to purge.",
     done="Permanently deleted {count} run(s){extra}",
     would="Would permanently delete {count} run(s)",
-    perform=_remove,
+    perform=_remove(permanent_delete=False),
 )
 DELETE = Action(
     source=LIVE,
@@ -95,7 +147,7 @@ DELETE_PERMANENT = Action(
     nothing="Nothing to delete.",
     done="Permanently deleted {count} run(s){extra}",
     would="Would permanently delete {count} run(s)",
-    perform=_remove,
+    perform=_remove(permanent_delete=True),
 )
 RESTORE = Action(
     source=DELETED,
@@ -109,40 +161,70 @@ RESTORE = Action(
 )
 
 
-@app.command("list")
+def _at_least_one(value: Optional[int]):
+    # As click's IntRange(min=1), without the range Typer shows escaped in help.
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{value} is not in the range x>=1.")
+    return value
+
+
+@app.command("list", epilog=SEE_ALSO)
 @selection_command
 def list_runs(
     ctx: typer.Context,
     options,
-    deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Show all runs (by default the last 20).")] = False,
+    more: Annotated[
+        int, typer.Option("--more", "-m", count=True, show_default=False, help="Show 20 more runs; may be repeated.")
+    ] = 0,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", "-n", metavar="N", min=1, help="Limit number of runs shown.")
+        Optional[int],
+        typer.Option("--limit", "-n", metavar="N", callback=_at_least_one, help="Limit number of runs shown."),
     ] = None,
-    more: Annotated[int, typer.Option("--more", "-m", count=True, help="Show 20 more runs; may be repeated.")] = 0,
+    deleted: Annotated[bool, typer.Option("--deleted", "-d", help="Show deleted runs.")] = False,
+    archive: Annotated[
+        Optional[Path],
+        typer.Option("--archive", "-A", metavar="PATH", help="Show archived runs in PATH (a directory of runs)."),
+    ] = None,
+    show_comments: Annotated[bool, typer.Option("--comments", "-c", help="Show run comments.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show run details.")] = False,
     as_json: JsonOption = False,
+    simplified: Annotated[bool, typer.Option("--simplified", "-s", help="Show a simplified list.")] = False,
     show_sql: SqlOption = False,
     explain: ExplainOption = False,
 ):
     """List runs, newest first, as Guild would select them."""
-    if all_ and limit:
-        raise SelectionError("--all and --limit cannot both be used")
-    selected = _select(ctx.obj, options, DELETED if deleted else LIVE, _shown(show_sql, explain))
+    _check_compatible(all=all_, limit=limit, comments=show_comments, verbose=verbose, json=as_json,
+                      archive=archive, deleted=deleted)
+    source = DELETED if deleted else LIVE
+    selected = _select(ctx.obj, options, source, _shown(show_sql, explain), archive)
     if selected is None:
         return
     runs = selected.runs
     if as_json:
         if all_ or limit or more:
-            typer.echo("--json option always shows all runs", err=True)
-        render.print_json(runs)
+            render.note("--json option always shows all runs")
+        render.print_json(runs, selected.index)
         return
     shown = _limited(runs, all_, limit, more)
-    render.print_table(shown, render.LIST_COLUMNS)
     if len(shown) < len(runs) and not limit:
-        typer.echo(
-            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more",
-            err=True,
+        render.note(
+            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more"
         )
+    columns = render.SIMPLIFIED_COLUMNS if simplified else render.LIST_COLUMNS
+    detail = render.comment_lines if show_comments else (render.detail_lines if verbose else None)
+    render.print_table(shown, columns, detail=detail)
+
+
+# Options of `runs list` that exclude each other, as Guild checks them (in its order).
+INCOMPATIBLE = (("comments", "verbose"), ("comments", "json"), ("json", "verbose"), ("archive", "deleted"),
+                ("all", "limit"))
+
+
+def _check_compatible(**given):
+    for first, second in INCOMPATIBLE:
+        if given[first] and given[second]:
+            raise SelectionError(f"--{first} and --{second} cannot both be used")
 
 
 def _limited(runs, all_, limit, more):
@@ -151,7 +233,7 @@ def _limited(runs, all_, limit, more):
     return runs[: limit or (more + 1) * RUNS_PER_PAGE]
 
 
-@app.command("purge")
+@app.command("purge", epilog=SEE_ALSO)
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False,
@@ -160,7 +242,7 @@ def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: Dry
     _act(ctx.obj, options, PURGE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
-@app.command("delete")
+@app.command("delete", epilog=SEE_ALSO)
 @selection_command
 def delete_runs(
     ctx: typer.Context,
@@ -177,7 +259,7 @@ def delete_runs(
     _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
-@app.command("restore")
+@app.command("restore", epilog=SEE_ALSO)
 @selection_command
 def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                  as_json: JsonOption = False, show_sql: SqlOption = False, explain: ExplainOption = False):
@@ -190,9 +272,8 @@ def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: D
 
 @dataclass
 class Selected:
-    index: object
-    selection: object
-    runs: list
+    index: RunIndex
+    runs: Runs
 
 
 def _shown(show_sql, explain):
@@ -209,18 +290,18 @@ def _show_query(compiled, shown):
         typer.echo("\n".join(prefix + line for line in render.plan_lines(actions.plan(compiled))))
 
 
-def _select(settings, options, source, show_sql):
-    """The selected runs (with the index and selection behind them), or None
-    after printing the SQL for --sql or the plan for --explain."""
+def _select(settings, options, source, show_sql, archive=None):
+    """The selected runs and the index behind them, or None after printing
+    the SQL for --sql or the plan for --explain. With `archive`, runs of that
+    directory."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
-    compiled = compile_selection(selection, settings.now)
     if show_sql:
-        _show_query(compiled, show_sql)
+        _show_query(compile_selection(selection, settings.now), show_sql)
         return None
-    index = open_index(settings, check=(source,))
-    return Selected(index, selection, actions.run_compiled(index, compiled))
+    index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
+    return Selected(index, index.select_built(selection, settings.now))
 
 
 def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=False):
@@ -229,47 +310,55 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         return
     runs = keep_confirmed(options, selected.runs)
     if dry_run and as_json:
-        render.print_json(runs)  # an array even when empty: this output is for programs
+        render.print_json(runs, selected.index)  # an array even when empty: this output is for programs
         return
     if not runs:
         typer.echo(action.nothing, err=True)
         return
+    home = selected.index.home
     if dry_run:
-        _dry_run(runs, action)
+        _dry_run(runs, action, home)
         return
     if not yes:
-        _confirm_or_abort(runs, action)
+        _confirm_or_abort(runs, action, home)
         if action.source == LIVE and settings.remote_actions is None:
             _confirm_stopping(runs)
-    runs, skipped = actions.recheck(selected.index, selected.selection, runs, settings.now)
-    if skipped:
-        ids = ", ".join(run.short_id for run in skipped[:10])
-        typer.echo(f"runq: skipped {len(skipped)} run(s) that changed or vanished since they were selected: {ids}", err=True)
-    if not runs:
-        typer.echo(action.nothing, err=True)
-        return
     if settings.remote_actions is not None:
         count, extra = settings.remote_actions.perform(action, selected.index, runs)
         typer.echo(action.done.format(count=count, extra=extra), err=True)
         return
-    if action.source == LIVE:
-        # Only after the re-check: a stopped run writes its exit status, and
-        # must not be skipped as changed after being stopped for deletion.
-        actions.stop_running(runs)
     progress = None if background else progress_printer("Deleting runs", min_total=50)
-    count, extra = action.perform(selected.index, runs, progress, background)
-    typer.echo(action.done.format(count=count, extra=extra), err=True)
+    outcome, extra = action.perform(selected.index, runs, progress, background)
+    if outcome.skipped:
+        ids = ", ".join(run.short_id for run in outcome.skipped[:10])
+        typer.echo(
+            f"runq: skipped {len(outcome.skipped)} run(s) that changed or vanished since they were selected: {ids}",
+            err=True,
+        )
+    if not outcome.done and not outcome.failed:
+        typer.echo(action.nothing, err=True)
+        return
+    for run in outcome.not_stopped:
+        typer.echo(f"runq: did not stop pid {run.pid} of {run.short_id}: nothing shows that process is the run's "
+                   "(it started after the run, or its start is unknown)", err=True)
+    typer.echo(action.done.format(count=len(outcome.done), extra=extra), err=True)
+    if not outcome.all_done:
+        raise typer.Exit(1)
 
 
-def _dry_run(runs, action):
+def _preview(runs, action, home):
     typer.echo(action.preview, err=True)
     render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+    typer.echo(f"Guild home: {home}", err=True)  # which home, when several are at hand
+
+
+def _dry_run(runs, action, home):
+    _preview(runs, action, home)
     typer.echo(action.would.format(count=len(runs)) + " (dry run: nothing changed)", err=True)
 
 
-def _confirm_or_abort(runs, action):
-    typer.echo(action.preview, err=True)
-    render.print_table(runs, render.PREVIEW_COLUMNS, indent=2, err=True)
+def _confirm_or_abort(runs, action, home):
+    _preview(runs, action, home)
     if not confirm(action.prompt.format(count=len(runs)), action.default_yes):
         raise typer.Exit(ABORTED)
 

@@ -18,10 +18,11 @@ from typing_extensions import Annotated
 from .remote import read_ids, run_remote
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
+from .completion import complete_run_ids, completer
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
-FILTER_HELP = "Filter runs using a filter expression (see Guild's 'Filter by Expression')."
+FILTER_HELP = "Filter runs using a filter expression (see 'runq help filters')."
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ class SelectionOptions:
         )
 
 
-def _multi(*names, metavar, help):
-    return Annotated[Optional[List[str]], typer.Option(*names, metavar=metavar, help=help)]
+def _multi(*names, metavar, help, values=None):
+    complete = completer(values) if values else None
+    return Annotated[Optional[List[str]], typer.Option(*names, metavar=metavar, help=help, autocompletion=complete)]
 
 
 def _flag(*names, help):
@@ -105,20 +107,33 @@ def _validate_status_chars(value: Optional[str]):
 
 
 OPTION_TYPES = {
-    "runs": Annotated[Optional[List[str]], typer.Argument(metavar="RUN...", show_default=False)],
+    "runs": Annotated[
+        Optional[List[str]], typer.Argument(metavar="RUN...", show_default=False, autocompletion=complete_run_ids)
+    ],
     "filter_expr": Annotated[Optional[str], typer.Option("--filter", "-F", metavar="EXPR", help=FILTER_HELP)],
-    "operations": _multi("--operation", "-Fo", metavar="VAL", help="Filter runs with operations matching VAL."),
-    "labels": _multi("--label", "-Fl", metavar="VAL", help="Filter runs with labels matching VAL ('-' for no label)."),
+    "operations": _multi(
+        "--operation", "-Fo", metavar="VAL", help="Filter runs with operations matching VAL.", values="operations"
+    ),
+    "labels": _multi(
+        "--label", "-Fl", metavar="VAL", help="Filter runs with labels matching VAL ('-' for no label).", values="labels"
+    ),
     "unlabeled": _flag("--unlabeled", "-Fu", help="Filter runs without labels."),
-    "tags": _multi("--tag", "-Ft", metavar="TAG", help="Filter runs with TAG."),
+    "tags": _multi("--tag", "-Ft", metavar="TAG", help="Filter runs with TAG.", values="tags"),
     "comments": _multi("--comment", "-Fc", metavar="VAL", help="Filter runs with comments matching VAL."),
     "marked": _flag("--marked", "-Fm", help="Filter marked runs."),
     "unmarked": _flag("--unmarked", "-Fn", help="Filter unmarked runs."),
     "started": Annotated[
-        Optional[str], typer.Option("--started", "-Fs", metavar="RANGE", help="Filter runs started within RANGE.")
+        Optional[str], typer.Option("--started", "-Fs", metavar="RANGE", help="Filter runs started within RANGE (see 'runq help started').")
     ],
     "digest": Annotated[
-        Optional[str], typer.Option("--digest", "-Fd", metavar="VAL", help="Filter runs with a matching source code digest.")
+        Optional[str],
+        typer.Option(
+            "--digest",
+            "-Fd",
+            metavar="VAL",
+            help="Filter runs with a matching source code digest.",
+            autocompletion=completer("digest"),
+        ),
     ],
     "status_chars": Annotated[Optional[str], typer.Option("-S", hidden=True, callback=_validate_status_chars)],
     "running": _status("running", "r", "Filter runs that are still running."),

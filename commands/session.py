@@ -1,7 +1,7 @@
 """Opening a Guild home's index for a command: settings from the root
 options, a refresh before any selection, and its one-line report."""
 
-import sqlite3
+import atexit
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,10 +11,8 @@ from typing import Optional
 import click
 import typer
 
-from ..engine.errors import HomeError
-from ..engine.home import DELETED, LIVE, locate_index, resolve_home
-from ..engine.indexer import Index, rebuild_index
-from ..engine.purge import finish_pending
+from ..engine import api
+from ..engine.home import DELETED, LIVE
 
 
 @dataclass(frozen=True)
@@ -30,31 +28,31 @@ class Settings:
 def open_index(settings, check=(LIVE, DELETED)):
     """The home's index, refreshed for the roots in `check` (unless --no-refresh,
     and always when it is new or was built for another place of the home)."""
-    home = resolve_home(settings.guild_home)
-    location = locate_index(home, settings.index_path)
-    try:
-        return _open_refreshed(home, location, settings, check)
-    except sqlite3.OperationalError as e:  # a full disk, an index made read-only meanwhile
-        raise HomeError(f"cannot update the index {location.path}: {e}") from None
-    except sqlite3.DatabaseError as e:  # pages broken past what opening checks: it is only a cache
-        rebuild_index(location.path, location.owned)
-        typer.echo(f"runq: the index {location.path} was corrupt ({e}); rebuilt it", err=True)
-        return _open_refreshed(home, location, settings, check)
+    return open_run_index(settings, check).index
 
 
-def _open_refreshed(home, location, settings, check):
-    index = Index(home, location.path, owned=location.owned)
-    _close_with_command(index)
-    try:
-        for notice in index.notices:
-            typer.echo(f"runq: {notice}", err=True)
-        finish_pending(home)
-        if settings.refresh or index.meta("last_refresh") is None or index.home_changed:
-            report = index.refresh(check=check, progress=progress_printer("Indexing runs"))
-            report_problems(report, settings.verbose)
-    except BaseException:
-        index.close()
-        raise
+def open_run_index(settings, check=(LIVE, DELETED)):
+    """As open_index, through the Python API the run commands are built on."""
+    opened = api.open(
+        settings.guild_home,
+        settings.index_path,
+        refresh=settings.refresh,
+        check=check,
+        progress=progress_printer("Indexing runs"),
+        notify=lambda text: typer.echo(f"runq: {text}", err=True),
+    )
+    _close_with_command(opened.index)
+    if opened.refresh_report:
+        report_problems(opened.refresh_report, settings.verbose)
+    return opened
+
+
+def open_archive(settings, path):
+    """The index of an archive directory (`runs list -A`), kept in the user's cache."""
+    index = api.open_archive(path, refresh=settings.refresh, progress=progress_printer("Indexing runs"))
+    _close_with_command(index.index)
+    if index.refresh_report:
+        report_problems(index.refresh_report, settings.verbose)
     return index
 
 
@@ -79,20 +77,34 @@ def report_problems(report, verbose):
 
 
 def progress_printer(label, min_total=500):
-    """A progress callback that draws on a terminal's stderr, and stays silent otherwise."""
+    """A progress callback `(done, total)` drawing click's bar (position, ETA) on a
+    terminal's stderr, for `total` of at least `min_total`; None elsewhere."""
     if not sys.stderr.isatty():
         return None
-    state = {"shown": False}
+    bars = {}  # total -> (bar, finish)
 
     def show(done, total):
         if total < min_total:
             return
-        width = 30
-        filled = width * done // max(total, 1)
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        state["shown"] = True
+        if total not in bars:
+            bar = click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True)
+            bars[total] = bar, _finisher(bar)
+            # The bar hides the cursor until it finishes: show it again however runq ends.
+            atexit.register(bars[total][1])
+        bar, finish = bars[total]
+        bar.update(done - bar.pos)
         if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            finish()
 
     return show
+
+
+def _finisher(bar):
+    finished = []
+
+    def finish():
+        if not finished:
+            finished.append(True)
+            bar.render_finish()
+
+    return finish

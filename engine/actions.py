@@ -7,6 +7,8 @@ that they no longer pass the filters, or vanished.
 
 from dataclasses import replace
 
+from sqlglot import exp
+
 from . import purge
 from .compiler import compile_selection
 from .executor import query_plan, select_runs
@@ -29,14 +31,22 @@ def plan(compiled):
 
 
 def recheck(index, selection, runs, now):
-    """(runs still selected, runs skipped) after re-reading changed run dirs.
+    """(runs still selected, runs skipped) after reading every chosen run
+    again from its files: the selection is decided on what the disk holds
+    now, not on what signatures say.
 
     Filters are evaluated again; RUN arguments are not, so a run picked by
     its index stays picked even if newer runs appeared meanwhile.
     """
-    index.recheck([run.id for run in runs])
-    passing = {run.id for run in select(index, replace(selection, runs=()), now)}
+    compiled = compile_selection(replace(selection, runs=()), now)
+    index.recheck([run.id for run in runs], events=_uses_scalars(compiled))
+    passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]
+
+
+def _uses_scalars(compiled):
+    """Whether a selection reads scalars: only then must a re-check read event files."""
+    return any(table.name == "scalars" for table in compiled.expression.find_all(exp.Table))
 
 
 def remove(index, runs, deleted, progress=None, background=False):
@@ -47,9 +57,18 @@ def move(index, runs, to_deleted):
     return purge.move_runs(index, [run.id for run in runs], to_deleted)
 
 
-def stop_running(runs):
-    """Stops local running runs before they are deleted, as Guild does."""
-    return [run for run in runs if run.status == "running" and not run.remote and purge.stop_run(run.pid)]
+def stop_running(index, runs):
+    """Stops local running runs before they are deleted, as Guild does, but
+    only processes that are the runs' own; returns (stopped, not theirs)."""
+    outcomes = {
+        run.id: purge.stop_run(run.pid, index.home.run_dir(run.id, run.deleted), run.id, run.started)
+        for run in runs
+        if run.status == "running" and not run.remote
+    }
+    return (
+        [run for run in runs if outcomes.get(run.id) == "stopped"],
+        [run for run in runs if outcomes.get(run.id) == "not-ours"],
+    )
 
 
 __all__ = ["select", "plan", "recheck", "remove", "move", "stop_running", "DELETED"]

@@ -50,6 +50,17 @@ class SelectedRun(NamedTuple):
     def short_id(self):
         return self.id[:8]
 
+    @property
+    def flags(self):
+        """The run's flags, read from its directory."""
+        return self.get("flags", {})
+
+    def get(self, name, default=None):
+        """An attribute read from the run's directory, as Guild's `run.get`."""
+        from .details import attr
+
+        return attr(self.dir, name, default)
+
 
 def register_functions(conn):
     conn.create_function("regexp", 2, regexp, deterministic=True)
@@ -322,3 +333,19 @@ def query_plan(schema, sql, params):
 
 
 assert RUN_COLUMNS == SelectedRun._fields[: len(RUN_COLUMNS)]
+
+
+def stored_attrs(conn, run_ids, names):
+    """{run id: {name: (kind, num, str, json)}}: the index's rows of these attributes."""
+    found = {}
+    name_marks = ", ".join("?" * len(names))
+    for start in range(0, len(run_ids), 10000):
+        chunk = list(run_ids[start : start + 10000])
+        rows = conn.execute(
+            f"SELECT r.id, a.name, a.kind, a.num, a.str, a.json FROM runs AS r JOIN attrs AS a ON a.run_key = r.key"
+            f" WHERE r.id IN ({', '.join('?' * len(chunk))}) AND a.name IN ({name_marks})",
+            [*chunk, *names],
+        )
+        for run_id, name, *stored in rows:
+            found.setdefault(run_id, {})[name] = tuple(stored)
+    return found

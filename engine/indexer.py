@@ -197,10 +197,10 @@ class Index:
                 found[run_id] = (deleted, position, storable_text(f"{root}/{name}"))
         return found
 
-    def _read_and_store(self, to_read, report, progress, workers):
+    def _read_and_store(self, to_read, report, progress, workers, events=True):
         total = len(to_read)
         done = 0
-        for records in _read_runs(to_read, workers):
+        for records in _read_runs(to_read, workers, events):
             gone = [item for item in records if isinstance(item, str)]
             self.delete_rows(gone)
             records = [r for r in records if not isinstance(r, str)]
@@ -223,23 +223,26 @@ class Index:
                 changed += 1
         return changed
 
-    def recheck(self, run_ids):
-        """Re-reads any of these runs whose files changed; forgets vanished ones."""
-        rows = {}
+    def recheck(self, run_ids, events=True):
+        """Reads these runs again from their files, whatever their signatures
+        say (a signature can be fooled: a write that keeps the size, with its
+        mtime put back), and forgets those that are gone; returns how many
+        were read. Without `events`, their event files are not read and
+        their scalars stay as indexed (for selections that use none)."""
+        found = []
         for chunk in _chunks(list(run_ids), 10000):
-            query = f"SELECT ? || dir, id, deleted, listing, watched, signature FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
-            rows.update((row[0], row) for row in self.conn.execute(query, [self.dir_prefix, *chunk]))
-        candidates = [(path, watched, old) for path, _, _, _, watched, old in rows.values()]
-        changed = [rows[path][:4] for path in changed_signatures(candidates, os.cpu_count() or 1)]
-        if changed:
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._read_and_store(changed, RefreshReport(), None, None)
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-        return len(changed)
+            query = f"SELECT id, deleted, listing FROM runs WHERE id IN ({', '.join('?' * len(chunk))})"
+            found += self.conn.execute(query, chunk).fetchall()
+        to_read = [(str(self.home.run_dir(run_id, deleted)), run_id, deleted, listing)
+                   for run_id, deleted, listing in found]
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._read_and_store(to_read, RefreshReport(), None, None, events)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        return len(to_read)
 
     def decode_lazy(self, names):
         """Reads and decodes the large attributes a filter names, once."""
@@ -263,6 +266,9 @@ class Index:
     def write_records(self, records):
         if not records:
             return
+        for record in records:
+            if record.scalars is None:  # event files not read: what the last whole read found stays
+                record.scalars, record.run["watched"], record.run["signature"] = self._unread_parts(record.id)
         self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
         for record in records:  # the index stays valid when the home moves or is copied
@@ -275,6 +281,14 @@ class Index:
         for table, rows in _child_rows(records).items():
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
+
+    def _unread_parts(self, run_id):
+        """(scalar rows, watched, signature) the index holds for a run."""
+        columns = CHILD_TABLES["scalars"].split(", ", 1)[1]
+        query = f"SELECT {columns} FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = ?)"
+        scalars = self.conn.execute(query, (run_id,)).fetchall()
+        row = self.conn.execute("SELECT watched, signature FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return (scalars, *(row or (None, None)))
 
     def _indexed(self, run_ids):
         """The ones of these runs the index holds."""
@@ -392,25 +406,30 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _read_runs(to_read, workers):
+def _read_runs(to_read, workers, events=True):
     """Yields lists of RunRecords (or the ids of dirs that are not runs)."""
     chunks = _chunks(to_read, CHUNK_RUNS)
+    read_chunk = _read_chunk if events else _read_chunk_without_events
     workers = workers or os.cpu_count() or 1
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2:
-        yield from map(_read_chunk, chunks)
+        yield from map(read_chunk, chunks)
         return
     from concurrent.futures import ProcessPoolExecutor  # only cold builds need a pool
     from multiprocessing import get_context
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
-        yield from pool.map(_read_chunk, chunks)
+        yield from pool.map(read_chunk, chunks)
 
 
-def _read_chunk(items):
+def _read_chunk_without_events(items):
+    return _read_chunk(items, events=False)
+
+
+def _read_chunk(items, events=True):
     records = []
     for path, run_id, deleted, listing in items:
         try:
-            record = rundir.read_run(path, run_id, deleted, listing)
+            record = rundir.read_run(path, run_id, deleted, listing, events)
         except Exception as e:  # an unreadable run is indexed, never fatal
             record = rundir.unreadable_run(path, run_id, deleted, listing, e)
         records.append(record if record is not None else run_id)

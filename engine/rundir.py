@@ -9,7 +9,9 @@ a live process, which the indexer re-checks on every refresh.
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
+from stat import S_ISDIR
 from typing import Dict, List
 
 from .attrs import LAZY_ATTRS, decode_attr
@@ -18,9 +20,6 @@ from .opspec import split_opspec
 from .values import storable_text, stored_number, stored_value
 
 MARKERS = ("LOCK", "LOCK.remote", "PENDING", "STAGED")
-# Attributes Guild rewrites in place on a finished run (label, tag, mark,
-# comment): their stats join the run's signature.
-MUTABLE_ATTRS = ("label", "tags", "marked", "comments")
 RUN_FIELDS = (
     "key id deleted dir pkg_type pkg_name pkg_version model op operation opspec_pkg "
     "opspec_model opspec_op pkg_desc op_dir initialized started stopped timestamp "
@@ -47,10 +46,16 @@ def is_run_dir(path):
     return os.path.exists(os.path.join(disk_path(path), ".guild", "opref"))
 
 
-def read_run(run_dir, run_id, deleted, listing=None):
+def read_run(run_dir, run_id, deleted, listing=None, events=True):
     """The RunRecord of a run directory (its path as stored: `storable_text`),
-    or None when it is not a run."""
+    or None when it is not a run.
+
+    Without `events`, event files are not read: the record's scalars,
+    watched files and signature are None, for the indexer to keep the ones
+    of the run's last whole read (the signature still tells a refresh
+    whether anything changed since)."""
     guild_dir = os.path.join(disk_path(run_dir), ".guild")
+    read_since = time.time_ns()
     opref_path = os.path.join(guild_dir, "opref")
     if not os.path.exists(opref_path):  # Guild's test of a run directory
         return None
@@ -69,9 +74,12 @@ def read_run(run_dir, run_id, deleted, listing=None):
     record.flags = _flags(values.get("flags"))
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
-    record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
-    run["watched"] = "\n".join(watched_paths(values, event_paths, is_finished(run)))
-    run["signature"] = signature(run_dir, run["watched"])
+    if events:
+        record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
+        run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
+        run["signature"] = signature(run_dir, run["watched"], read_since)
+    else:
+        record.scalars = None
     run["problems"] = storable_text("; ".join(dict.fromkeys(problems))) or None  # once each (walks list .guild too)
     return record
 
@@ -222,7 +230,19 @@ def _lock_pid(guild_dir):
 
 
 def pid_alive(pid):
-    return os.path.exists(f"/proc/{pid}")
+    """Whether a process has this pid, as Guild decides: /proc/<pid> where
+    /proc exists, else whether the pid can be signalled (EPERM: it exists)."""
+    if not isinstance(pid, int) or pid <= 0:  # 0 and negatives name process groups
+        return False
+    if os.path.isdir("/proc"):
+        return os.path.exists(f"/proc/{pid}")
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _markers(guild_dir):
@@ -471,15 +491,16 @@ class Summary:
 # Signature
 
 
-def watched_paths(values, event_paths, finished):
+def watched_paths(attr_names, event_paths, finished):
     """Files whose stats change when the run changes, relative to the run dir.
 
     Every run: .guild (markers come and go), .guild/attrs (attributes
-    written or deleted), the attributes Guild rewrites in place, and the
-    event files (they grow). A run still in progress also creates new
-    directories and event files: its run and event directories are watched
-    too."""
-    attrs = [f".guild/attrs/{name}" for name in MUTABLE_ATTRS if name in values]
+    written or deleted), every attribute file (Guild rewrites label, tags,
+    marked and comments in place, and so may anyone with an editor: an
+    in-place write changes no directory), and the event files (they grow).
+    A run still in progress also creates new directories and event files:
+    its run and event directories are watched too."""
+    attrs = [f".guild/attrs/{name}" for name in attr_names]
     if finished:
         return [".guild", ".guild/attrs", *attrs, *event_paths]
     event_dirs_ = sorted({os.path.dirname(p) for p in event_paths} - {".guild", ""})
@@ -492,22 +513,38 @@ def is_finished(run):
 
 
 FINISHED = ("completed", "error", "terminated")
+# File times come from a coarse kernel clock that may lag time.time_ns() by
+# a clock tick (1-10 ms); a file stamped within this window of the moment a
+# read began may have been written after the read saw it.
+RACY_WINDOW_NS = 50_000_000
 
 
-def signature(run_dir, watched):
-    """A number that changes when any watched file's mtime or size changes
-    (or it appears or vanishes). Tuples of ints hash the same in every process."""
-    stat = os.stat
+def signature(run_dir, watched, read_since=None):
+    """A number that changes when any watched file's mtime, ctime or size
+    changes (or it appears or vanishes). Tuples of ints hash the same in
+    every process.
+
+    With `read_since` (the time_ns() at which reading the run began): None,
+    which equals no stored signature, when a watched file changed since
+    then, so that a write racing the read is read again by the next refresh
+    instead of being taken for the state that was read. A file's ctime
+    catches a write whose mtime was put back (utime sets the ctime to now);
+    a directory's is left out, as it changes when the run is moved."""
+    stat, is_dir = os.stat, S_ISDIR
     run_dir = disk_path(run_dir)
     values = []
+    newest = 0
     for rel in watched.split("\n") if watched else ():
         try:
             st = stat(f"{run_dir}/{rel}")
         except OSError:
             values.append(-1)
-        else:
-            values.append(st.st_mtime_ns)
-            values.append(st.st_size)
+            continue
+        changed = st.st_mtime_ns if is_dir(st.st_mode) else max(st.st_mtime_ns, st.st_ctime_ns)
+        values += (changed, st.st_size)
+        newest = max(newest, changed)
+    if read_since is not None and newest >= read_since - RACY_WINDOW_NS:
+        return None
     return hash(tuple(values))
 
 

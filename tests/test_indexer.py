@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import pytest
@@ -33,8 +34,15 @@ def fresh(tmp_path):
     root = tmp_path / "home"
     manifest = generate_home(root, HomeSpec(runs=40, profile="fidelity", seed=9), NOW)
     index = Index(GuildHome(root))
+    settle()
     index.refresh()
     return manifest, index
+
+
+def settle():
+    """Waits until files just written are older than the window in which a
+    refresh reads them again (a write may race the read that saw them)."""
+    time.sleep(rundir.RACY_WINDOW_NS / 1e9)
 
 
 def rows(index, sql, *params):
@@ -132,6 +140,7 @@ def test_nothing_changed_means_nothing_read(built):
 def test_mutations_are_re_read(fresh):
     manifest, index = fresh
     changed = set(mutate_home(manifest.root, 0.25, seed=1, now=NOW))
+    settle()
     report = index.refresh()
     assert report.updated == len(changed)
     for run_id, path, label in rows(index, "SELECT id, dir, label FROM runs"):
@@ -172,6 +181,7 @@ def test_status_follows_a_live_pid(fresh):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (guild_dir / "LOCK").write_text(str(child.pid))
+        settle()
         index.refresh()
         assert rows(index, "SELECT status FROM runs WHERE id = ?", run.id) == [("running",)]
     finally:

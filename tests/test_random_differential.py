@@ -107,16 +107,6 @@ KNOWN_DISAGREEMENTS = {
         "`guild runs list` takes no RUN argument (guild/commands/runs_list.py) and refuses "
         "`unexpected extra argument`; runq's list accepts and resolves them.",
     ),
-    "list --archive": (
-        ("list", ["--archive", "{home}/trash/runs"]),
-        "`guild runs list -A PATH` lists the runs in an archive directory "
-        "(runs_impl._runs_root_for_args); runq has no --archive option.",
-    ),
-    "list display options": (
-        ("list", ["-v"]),
-        "`guild runs list` accepts -v/--verbose, -c/--comments and -s/--simplified, which change "
-        "only how runs are shown; runq refuses them as unknown options.",
-    ),
 }
 
 
