@@ -6,6 +6,7 @@ JSON, the runs are shown and confirmed here, then the remote acts on exactly
 the confirmed runs (their full ids on stdin, with the same filters, so that
 it re-checks them against its disk and reports any it skips). A remote
 without runq falls back to its `guild` when Guild takes every option given.
+An S3 remote instead selects here, on its synced mirror (remote_s3).
 """
 
 import json
@@ -16,7 +17,9 @@ import click
 import typer
 
 from ..engine.remote import STDIN_WORDS, RemoteError, SshSession, remote_for_name
+from ..engine.remote_s3 import S3Remote
 from ..engine.rundir import format_operation, parse_opref
+from .remote_s3 import index_mirror, mirror_settings
 
 NOT_FORWARDED = {"remote", "ids_from_stdin", "status_chars"}  # -S is forwarded as the statuses it set
 ASKING_OPTIONS = {"yes", "dry_run", "as_json", "show_sql", "background"}  # what the selecting step leaves out
@@ -121,8 +124,11 @@ def root_words(ctx):
 
 
 def run_remote(ctx, remote_name):
-    """`runq runs COMMAND -r REMOTE ...`."""
+    """`runq runs COMMAND -r REMOTE ...`: done there (None), or for an S3
+    remote the settings that select on its mirror here."""
     remote = _remote(ctx, remote_name)
+    if isinstance(remote, S3Remote):
+        return mirror_settings(ctx, remote)
     with SshSession(remote) as session:
         tool = session.locate()
         if tool == "runq":
@@ -134,6 +140,8 @@ def run_remote(ctx, remote_name):
 def run_remote_index(ctx, remote_name):
     """`runq index -r REMOTE ...`."""
     remote = _remote(ctx, remote_name)
+    if isinstance(remote, S3Remote):
+        return index_mirror(ctx, remote)
     with SshSession(remote) as session:
         if session.locate() != "runq":
             raise _runq_missing(remote, "runq index has no Guild equivalent")

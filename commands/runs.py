@@ -321,8 +321,12 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
         return
     if not yes:
         _confirm_or_abort(runs, action, home)
-        if action.source == LIVE:
+        if action.source == LIVE and settings.remote_actions is None:
             _confirm_stopping(runs)
+    if settings.remote_actions is not None:
+        count, extra = settings.remote_actions.perform(action, selected.index, runs)
+        typer.echo(action.done.format(count=count, extra=extra), err=True)
+        return
     progress = None if background else progress_printer("Deleting runs", min_total=50)
     outcome, extra = action.perform(selected.index, runs, progress, background)
     if outcome.skipped:

@@ -147,7 +147,7 @@ REMOTE_PARAMETERS = [
     inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
     for name, default, annotation in (
         ("remote", None, Annotated[Optional[str], typer.Option("--remote", "-r", metavar="REMOTE",
-                                                                help="Act on runs of REMOTE (a Guild ssh remote).")]),
+                                                                help="Act on runs of REMOTE (a Guild ssh or s3 remote).")]),
         ("ids_from_stdin", False, Annotated[bool, typer.Option("--ids-from-stdin", hidden=True)]),
     )
 ]
@@ -201,7 +201,11 @@ def selection_command(fn):
     def command(**kwargs):
         remote, ids_from_stdin = kwargs.pop("remote"), kwargs.pop("ids_from_stdin")
         if remote:
-            return run_remote(click.get_current_context(), remote)
+            ctx = click.get_current_context()
+            mirror_settings = run_remote(ctx, remote)  # None once done there
+            if mirror_settings is None:
+                return None
+            ctx.obj = mirror_settings  # a local selection on the remote's mirror
         values = {name: kwargs.pop(name) for name in names}
         _check_text(values)
         values.update({k: tuple(values[k] or ()) for k in ("runs", "operations", "labels", "tags", "comments")})

@@ -27,6 +27,7 @@ class Settings:
     verbose: bool
     now: datetime
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    remote_actions: Optional[object] = None  # acts on a remote's runs when the home is its mirror
 
 
 def open_index(settings, check=(LIVE, DELETED)):

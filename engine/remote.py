@@ -2,8 +2,8 @@
 
 The configuration is Guild's user config (`remotes:` in `config.yml`, with
 `extends:` between items), found as Guild 0.9.0 finds it; a name that is
-not configured is tried as an inline spec (`ssh:[USER@]HOST[:PORT]`). Only
-ssh remotes are supported.
+not configured is tried as an inline spec (`ssh:[USER@]HOST[:PORT]`,
+`s3:BUCKET[/ROOT]`). ssh remotes are handled here, S3 remotes in remote_s3.
 
 A command runs as one shell command line on the remote host: the remote
 environment activated with POSIX `.`, `GUILD_HOME` exported, then the
@@ -144,6 +144,10 @@ def remote_from_config(name, item, path):
         raise RemoteError(f"remote '{name}' in {path} is not a mapping")
     if "type" not in item:
         raise RemoteError(f"remote '{name}' in {path} is missing required config: type")
+    if item["type"] == "s3":
+        from . import remote_s3  # imports this module
+
+        return remote_s3.remote_from_config(name, item, path)
     _require_ssh(name, item["type"], path)
     if "host" not in item:
         raise RemoteError(f"remote '{name}' in {path} is missing required config: host")
@@ -167,7 +171,7 @@ def _require_ssh(name, remote_type, path):
     if remote_type != "ssh":
         raise RemoteError(
             f"remote '{name}' has type '{remote_type}', which runq does not support yet",
-            hint=f"only ssh remotes are supported; use guild for this one ({path})",
+            hint=f"only ssh and s3 remotes are supported; use guild for this one ({path})",
         )
 
 
@@ -219,9 +223,13 @@ def remote_from_spec(name, config_path):
     if not match:
         raise RemoteError(
             f"remote '{name}' is not defined",
-            hint=f"configure it under 'remotes:' in {config_path}, or give ssh:[USER@]HOST[:PORT]",
+            hint=f"configure it under 'remotes:' in {config_path}, or give ssh:[USER@]HOST[:PORT] or s3:BUCKET[/ROOT]",
         )
     remote_type, spec = match.groups()
+    if remote_type == "s3":
+        from . import remote_s3  # imports this module
+
+        return remote_s3.remote_from_spec(spec, config_path)
     _require_ssh(name, remote_type, config_path)
     parts = SPEC_PATTERN.match(spec)
     if not parts:

@@ -53,6 +53,8 @@ remotes:
   bucket:
     type: s3
     bucket: my-runs
+  spot:
+    type: ec2
   no-host:
     type: ssh
   loop-a:
@@ -149,8 +151,8 @@ def test_inline_specs(config):
     "name, fragments",
     [
         ("nowhere", ["remote 'nowhere' is not defined", "config.yml"]),
-        ("bucket", ["type 's3'", "does not support yet"]),
-        ("s3:my-bucket", ["type 's3'", "does not support yet"]),
+        ("spot", ["type 'ec2'", "does not support yet"]),
+        ("gist:someone/runs", ["type 'gist'", "does not support yet"]),
         ("no-host", ["missing required config: host"]),
         ("conda-named", ["conda-env 'train'", "guild-home"]),
         ("orphan", ["cannot find 'nowhere'"]),
