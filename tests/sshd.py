@@ -7,6 +7,7 @@ is an ssh config file (`ssh_config`) that runq is pointed at through
 real key and nothing of the user's own ~/.ssh is read or written.
 """
 
+import fcntl
 import getpass
 import os
 import shutil
@@ -39,8 +40,29 @@ class Sshd:
             self.process.wait()
 
 
+def _installed():
+    return os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")
+
+
+def install_openssh():
+    """Installs Debian's OpenSSH server and client when they are missing and
+    this is root on a machine with apt (as CI and a fresh developer machine
+    are), once, whichever test process gets here first."""
+    if _installed() or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    with open("/tmp/runq-tests-openssh.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _installed():
+            return
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, **quiet)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"], env=env, **quiet)
+
+
 def unavailable_reason():
     """Why the tests cannot run an sshd here, or None."""
+    install_openssh()
     if not os.path.exists(SSHD) or not shutil.which("ssh") or not shutil.which("ssh-keygen"):
         return "OpenSSH server and client are not installed (apt-get install openssh-server openssh-client)"
     if os.geteuid() != 0 and not os.path.isdir("/run/sshd"):

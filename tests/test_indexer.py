@@ -24,6 +24,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("indexer") / "home"
     manifest = generate_home(root, HomeSpec(runs=120, profile="fidelity", seed=5), NOW)
     index = Index(GuildHome(root))
+    settle()
     report = index.refresh()
     return manifest, index, report
 

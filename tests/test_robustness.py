@@ -155,58 +155,46 @@ def test_many_runs_without_a_time_are_indexed(tmp_path):
 # A write lock held by another process
 
 
-def hold_lock(index_path, seconds):
-    """Another process holding the index's write lock; returns once it holds it."""
-    code = (
+# What another process holds: SQLite's write lock on the index, or runq's
+# own lock file exclusively (as while it rebuilds or replaces the index).
+HOLDERS = {
+    "write": (
         "import sqlite3, sys, time\n"
         "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
         "conn.execute('BEGIN IMMEDIATE')\n"
         "print('locked', flush=True)\n"
         "time.sleep(float(sys.argv[2]))\n"
         "conn.execute('COMMIT')\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(index_path), str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "locked\n"
-    return holder
-
-
-def test_a_held_lock_is_announced_then_ends_in_one_line(small_home, tmp_path):
-    index = tmp_path / "index.db"
-    assert runq(small_home, "--index", str(index), "index").exit_code == 0
-    holder = hold_lock(index, 30)
-    try:
-        result = runq(small_home, "--index", str(index), "--lock-timeout", "1", "runs", "list")
-    finally:
-        holder.kill()
-        holder.wait()
-    assert result.exit_code == 1
-    assert isinstance(result.exception, SystemExit)
-    assert result.stderr.splitlines() == [
-        f"runq: waiting for another runq process using the index {index} (up to 1 s, --lock-timeout)",
-        f"runq: gave up after 1 s: another process still holds the index {index} "
-        "(wait longer with --lock-timeout SECONDS or RUNQ_LOCK_TIMEOUT)",
-    ]
-
-
-def hold_replacement_lock(index_path, seconds):
-    """Another process holding runq's own lock file exclusively, as one
-    rebuilding or replacing the index does; returns once it holds it."""
-    code = (
+    ),
+    "replacement": (
         "import fcntl, sys, time\n"
         "fd = open(sys.argv[1] + '.lock', 'w')\n"
         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
         "print('locked', flush=True)\n"
         "time.sleep(float(sys.argv[2]))\n"
+    ),
+}
+GAVE_UP = {
+    "write": "another process still holds the index {index} (wait longer with --lock-timeout SECONDS or RUNQ_LOCK_TIMEOUT)",
+    "replacement": "the index {index} is being replaced or used by another runq process "
+    "(try again when it has finished, or wait longer with --lock-timeout SECONDS)",
+}
+
+
+def hold_lock(index_path, seconds, kind="write"):
+    """Another process holding a lock of the index; returns once it holds it."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDERS[kind], str(index_path), str(seconds)], stdout=subprocess.PIPE, text=True
     )
-    holder = subprocess.Popen([sys.executable, "-c", code, str(index_path), str(seconds)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "locked\n"
     return holder
 
 
-def test_an_index_being_replaced_is_waited_for_as_long_as_the_user_says(small_home, tmp_path):
+@pytest.mark.parametrize("kind", sorted(HOLDERS))
+def test_a_held_lock_is_announced_then_ends_in_one_line(small_home, tmp_path, kind):
     index = tmp_path / "index.db"
     assert runq(small_home, "--index", str(index), "index").exit_code == 0
-    holder = hold_replacement_lock(index, 30)
+    holder = hold_lock(index, 30, kind)
     try:
         result = runq(small_home, "--index", str(index), "--lock-timeout", "1", "runs", "list")
     finally:
@@ -216,8 +204,7 @@ def test_an_index_being_replaced_is_waited_for_as_long_as_the_user_says(small_ho
     assert isinstance(result.exception, SystemExit)
     assert result.stderr.splitlines() == [
         f"runq: waiting for another runq process using the index {index} (up to 1 s, --lock-timeout)",
-        f"runq: gave up after 1 s: the index {index} is being replaced or used by another runq process "
-        "(try again when it has finished, or wait longer with --lock-timeout SECONDS)",
+        "runq: gave up after 1 s: " + GAVE_UP[kind].format(index=index),
     ]
 
 
