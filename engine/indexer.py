@@ -442,9 +442,9 @@ class _ReaderPool:
     in turn. A worker that dies (the OOM killer, a kill) only costs time:
     this process reads the chunks it did not send."""
 
-    def __init__(self, chunks, workers, read_chunk=None):
+    def __init__(self, chunks, workers, read_chunk):
         self.chunks = chunks
-        self.read_chunk = read_chunk or _read_chunk
+        self.read_chunk = read_chunk
         self.pids, self.pipes = [], []
         try:
             for first in range(workers):

@@ -20,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from robust_homes import NOW
+from test_cli import disk_state
 from runq.commands.app import app
 from runq.engine.samplehome import HomeSpec, generate_home
 
@@ -121,16 +122,6 @@ def _encodable(arg):
     except UnicodeEncodeError:
         return False
     return True
-
-
-def disk_state(home):
-    state = {}
-    for root in (home / "runs", home / "trash"):
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                path = os.path.join(dirpath, name)
-                state[os.path.relpath(path, home)] = os.lstat(path).st_size
-    return state
 
 
 def check_answer(case, argv, code, stdout, stderr):
