@@ -3,11 +3,10 @@
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
-from typing_extensions import Annotated
 
 from . import render
 from .help import SEE_ALSO
@@ -16,7 +15,6 @@ from .selection_options import selection_command
 from .session import open_archive, open_run_index, progress_printer
 from ..engine import actions
 from ..engine.api import RunIndex, Runs
-from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
 from ..engine.home import DELETED, LIVE
 
@@ -298,6 +296,8 @@ def _select(settings, options, source, show_sql, archive=None):
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
     if show_sql:
+        from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain compile here
+
         _show_query(compile_selection(selection, settings.now), show_sql)
         return None
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
