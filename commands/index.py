@@ -2,10 +2,9 @@
 
 import os
 from datetime import datetime
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from .remote import run_remote_index
 from .render import size_text

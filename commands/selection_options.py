@@ -9,11 +9,10 @@ import functools
 import inspect
 import sys
 from dataclasses import dataclass, fields, replace
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Annotated, FrozenSet, List, Optional, Tuple
 
 import click
 import typer
-from typing_extensions import Annotated
 
 from .remote import read_ids, run_remote
 from ..engine.errors import SelectionError
