@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .remote import run_remote_index
 from .render import size_text
 from .session import open_index
 from ..engine.home import locate_index, resolve_home
@@ -21,6 +20,8 @@ def index(
 ):
     """Refresh the index and show its state."""
     if remote:
+        from .remote import run_remote_index
+
         return run_remote_index(ctx, remote)
     settings = ctx.obj
     home = resolve_home(settings.guild_home)

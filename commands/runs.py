@@ -10,7 +10,6 @@ from typer.core import TyperGroup
 
 from . import render
 from .help import SEE_ALSO
-from .remote import keep_confirmed
 from .selection_options import selection_command
 from .session import open_archive, open_run_index, progress_printer
 from ..engine import actions
@@ -308,6 +307,8 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
     selected = _select(settings, options, action.source, show_sql)
     if selected is None:
         return
+    from .remote import keep_confirmed  # not imported by a listing, which never acts
+
     runs = keep_confirmed(options, selected.runs)
     if dry_run and as_json:
         render.print_json(runs, selected.index)  # an array even when empty: this output is for programs
