@@ -237,6 +237,8 @@ def test_keys_tell_apart_what_the_compiler_tells_apart():
         key(started="after 2026-11-01"),
         key(started="before 2026-11-01"),
         key(started="today"),
+        key(started="last 1 hours"),
+        key(started="2 weeks ago"),
     ]
     assert None not in keys and len(set(keys)) == len(keys)
 
