@@ -295,7 +295,7 @@ def _select(settings, options, source, show_sql, archive=None):
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
     if show_sql:
-        from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain compile here
+        from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain
 
         _show_query(compile_selection(selection, settings.now), show_sql)
         return None

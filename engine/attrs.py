@@ -53,7 +53,7 @@ _GUILD_FLOAT = re.compile(
 ALIAS_NODE_BUDGET = 100_000
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _guild_loader():
     """GUILD_LOADER, made on first use: PyYAML is imported only when an
     attribute is decoded (a command whose runs did not change decodes none)."""
@@ -366,7 +366,7 @@ def _build_float(text):
     return float(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _special_floats():
     # The very objects PyYAML returns: one shared nan, so that two `.nan` keys
     # collapse into one dict entry exactly as they do under PyYAML.

@@ -84,18 +84,18 @@ def cache_key(selection, now_values):
     """The hash of what decides the selection's SQL; None when something of it
     cannot be told exactly (then the selection is not cached)."""
     code = code_version()
+    if code is None:
+        return None
     try:
         described = _described(selection)
     except TypeError:
-        return None
-    if code is None:
         return None
     unbounded = sorted(role for role, value in now_values.items() if value is None)  # no parameter, no test
     text = json.dumps([code, schema_version(), described, unbounded], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_version():
     """runq's version, a hash of the compiling modules' source and sqlglot's
     version; None when a source file cannot be read (then nothing is cached)."""
