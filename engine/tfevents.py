@@ -686,10 +686,11 @@ def _reshapes(count, dims):
     return len(unknown) == 1 and known != 0 and count % known == 0
 
 
-# How writers lay out a scalar Event: wall_time, step, then a Summary of
-# one Value. Such an Event whose Value has a known layout skips the rest.
+# How writers lay out a scalar Event: wall_time (which Guild's own writer
+# of output scalars leaves unset), step, then a Summary of one Value. Such
+# an Event whose Value has a known layout skips the rest.
 _SCALAR_EVENT_HEAD = re.compile(
-    rb"\x09.{8}(?:\x10([\x80-\xff]{0,9}[\x00-\x7f]))?\x2a([\x00-\x7f])\x0a([\x00-\x7f])",
+    rb"(?:\x09.{8})?(?:\x10([\x80-\xff]{0,9}[\x00-\x7f]))?\x2a([\x00-\x7f])\x0a([\x00-\x7f])",
     re.DOTALL,
 )
 
