@@ -343,8 +343,10 @@ def _batch_proto(guild_dir, seen):
     proto_dir = os.path.join(guild_dir, "proto")
     proto_guild_dir = os.path.join(proto_dir, ".guild")
     text = _read_text(os.path.join(proto_guild_dir, "opref"), None, OPREF_MAX_BYTES)
+    if text is None:  # most runs: no proto, and no realpath to pay for
+        return None
     real_dir = os.path.realpath(proto_dir)  # a link may lead back: each real proto once
-    if text is None or real_dir in seen:
+    if real_dir in seen:
         return None
     seen.add(real_dir)
     return describe_operation(text, proto_guild_dir, [], seen) or None
@@ -360,7 +362,7 @@ def read_scalars(run_dir, problems):
     summaries, event_paths = {}, []
     for prefix, dir_path in event_dirs(run_dir, problems):
         for path in _event_files(dir_path, problems):
-            event_paths.append(os.path.relpath(path, run_dir))
+            event_paths.append(f"{prefix}/{path.name}" if prefix else path.name)  # relative to run_dir
             read = tfevents.read_scalars(path)
             for tag, value, step in read.scalars:
                 summaries.setdefault((prefix, tag), Summary()).add(value, step)
@@ -383,28 +385,54 @@ MAX_WALK_DEPTH = 200
 
 
 def event_dirs(run_dir, problems=None):
-    """(prefix, dir) of each directory holding event files, as Guild walks them."""
+    """(prefix, dir) of each directory holding event files, as Guild walks them.
+
+    The walk is os.walk's (top-down, links followed, a directory that cannot
+    be listed noted and skipped) on os.scandir's entries, whose types and
+    link bits cost no further stat: most of a run's directories hold source
+    code, not event files."""
     entered = set()
     _first_visit(run_dir, entered)
-    cannot_list = lambda e: _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
-    for root, dirs, files in os.walk(run_dir, onerror=cannot_list, followlinks=True):
-        rel = os.path.relpath(root, run_dir)
-        if _too_deep(rel, problems):
-            dirs[:] = []
-            continue
-        dirs[:] = [d for d in dirs if _may_enter(os.path.join(root, d), entered)]
-        if not any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
-            continue
-        if not _is_text(rel):
+    yield from _event_dirs_from(run_dir, ".", run_dir, entered, problems)
+
+
+def _event_dirs_from(root, rel, run_dir, entered, problems):
+    try:
+        with os.scandir(root) as listing:
+            entries = list(listing)
+    except OSError as e:
+        _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
+        return
+    if _too_deep(rel, problems):
+        return
+    dirs, others = [], []
+    for entry in entries:
+        (dirs if _is_dir(entry) else others).append(entry)
+    subdirs = [entry for entry in dirs if _may_enter(entry, entered)]
+    if any(".tfevents." in entry.name for entry in others):  # Guild's rule (tfevents.is_event_file)
+        if _is_text(rel):
+            yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+        else:
             _note(problems, f"event directory {storable_text(rel)}: name is not UTF-8, not read")
-            continue
-        yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+    for entry in subdirs:
+        yield from _event_dirs_from(entry.path, entry.name if rel == "." else f"{rel}{os.sep}{entry.name}",
+                                    run_dir, entered, problems)
 
 
-def _may_enter(path, entered):
-    if not os.path.islink(path):
+def _is_dir(entry):
+    try:
+        return entry.is_dir()
+    except OSError:  # as os.walk takes it
+        return False
+
+
+def _may_enter(entry, entered):
+    try:
+        if not entry.is_symlink():
+            return True
+    except OSError:  # as os.path.islink takes it
         return True
-    return is_run_dir(path) and _first_visit(path, entered)
+    return is_run_dir(entry.path) and _first_visit(entry.path, entered)
 
 
 def _first_visit(path, visited):
