@@ -547,8 +547,19 @@ def _summary_value(buf, span):
 # bytes of the number change, and those bytes (a fixed32/fixed64 field,
 # tensor_content or a packed element) never steer the parse. So once a
 # Value has been decoded, a later one of the same tag and length whose
-# other bytes are identical is read by slicing out the number.
+# other bytes are identical is read by slicing out the number. What a
+# Value's bytes mean does not depend on the file holding them, so the
+# layouts learnt are kept for every file a process reads (the runs of a
+# home log the same tags), up to a bound.
 _KNOWN = 0  # value-kind marker: the content is the scalar itself
+_SHARED_TEMPLATES = {}
+_MAX_TEMPLATES = 4096
+
+
+def _templates():
+    if len(_SHARED_TEMPLATES) > _MAX_TEMPLATES:
+        _SHARED_TEMPLATES.clear()
+    return _SHARED_TEMPLATES
 
 
 def _template_key(buf, start, end):
@@ -766,7 +777,7 @@ def scalars_from_bytes(data: bytes) -> ScalarRead:
     """The scalars of one event file's contents; never raises on bad data."""
     data = bytes(data)  # templates key on slices, which must hash
     records = _split_records(data)
-    scalars, templates = [], {}
+    scalars, templates = [], _templates()
     for start, end in records.spans:
         kept = len(scalars)
         try:
