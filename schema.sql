@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS runs (
     listing INTEGER,                -- position in its directory listing: Guild's order for equal timestamps
     watched TEXT,                   -- files whose stat makes the signature, relative to dir, one per line
     signature INTEGER,              -- a hash of their mtimes, ctimes and sizes when the run was read; NULL: read again
-    problems TEXT                   -- what could not be read, if anything
+    problems TEXT,                  -- what could not be read, if anything
+    scalars_pending TEXT            -- event files found but not read yet, relative to dir, one per line
+                                    -- (a large first build leaves them to the first command that
+                                    -- uses scalars); NULL: none
 );
 
 -- Guild's order (newest first, runs without a timestamp last, ties in listing

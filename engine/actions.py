@@ -22,6 +22,8 @@ def select(index, selection, now):
 
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
+    if _uses_scalars(compiled):
+        index.read_pending_scalars()
     return select_runs(index.conn, compiled, index.home.path)
 
 
@@ -45,7 +47,8 @@ def recheck(index, selection, runs, now):
 
 
 def _uses_scalars(compiled):
-    """Whether a selection reads scalars: only then must a re-check read event files."""
+    """Whether a selection reads scalars: only then must a re-check read event
+    files, or the event files a first build left unread be read."""
     return any(table.name == "scalars" for table in compiled.expression.find_all(exp.Table))
 
 

@@ -24,8 +24,11 @@ RUN_FIELDS = (
     "key id deleted dir pkg_type pkg_name pkg_version model op operation opspec_pkg "
     "opspec_model opspec_op pkg_desc op_dir initialized started stopped timestamp "
     "exit_status status pid remote label marked sourcecode_digest comments_text "
-    "listing watched signature problems"
+    "listing watched signature problems scalars_pending"
 ).split()
+# read_run's `events` that finds the event files (watched, for the
+# signature) and leaves reading them to Index.read_pending_scalars.
+LIST_EVENTS = "list"
 
 
 @dataclass
@@ -53,7 +56,9 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     Without `events`, event files are not read: the record's scalars,
     watched files and signature are None, for the indexer to keep the ones
     of the run's last whole read (the signature still tells a refresh
-    whether anything changed since)."""
+    whether anything changed since). With LIST_EVENTS they are found and
+    watched but not read: no scalars, and their paths in scalars_pending
+    (see read_pending_scalars)."""
     guild_dir = os.path.join(disk_path(run_dir), ".guild")
     read_since = time.time_ns()
     opref_path = os.path.join(guild_dir, "opref")
@@ -75,13 +80,22 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
     if events:
-        record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
+        record.scalars, event_paths = _read_events(disk_path(run_dir), events, run, problems)
         run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
         run["signature"] = signature(run_dir, run["watched"], read_since)
     else:
         record.scalars = None
     run["problems"] = storable_text("; ".join(dict.fromkeys(problems))) or None  # once each (walks list .guild too)
     return record
+
+
+def _read_events(run_dir, events, run, problems):
+    """(scalar rows, event file paths); with LIST_EVENTS no rows, and the paths pending in `run`."""
+    if events is not LIST_EVENTS:
+        return read_scalars(run_dir, problems)
+    event_paths = list_event_files(run_dir, problems)
+    run["scalars_pending"] = "\n".join(event_paths) or None
+    return [], event_paths
 
 
 def unreadable_run(run_dir, run_id, deleted, listing, error):
@@ -357,25 +371,55 @@ def _batch_proto(guild_dir, seen):
 
 def read_scalars(run_dir, problems):
     """Scalar summary rows per (prefix, tag), and the event files read."""
-    from . import tfevents  # only runs being read need it
-
     summaries, event_paths = {}, []
     for prefix, dir_path in event_dirs(run_dir, problems):
         for path in _event_files(dir_path, problems):
-            event_paths.append(f"{prefix}/{path.name}" if prefix else path.name)  # relative to run_dir
-            read = tfevents.read_scalars(path)
-            for tag, value, step in read.scalars:
-                summaries.setdefault((prefix, tag), Summary()).add(value, step)
-            if read.problem:
-                problems.append(f"{event_paths[-1]}: {read.problem}")
-            if read.aborts_dir:
+            event_paths.append(_event_path(prefix, path))
+            if _add_event_file(summaries, prefix, path, event_paths[-1], problems):
                 break  # Guild stops reading this directory's other files here
+    return _summary_rows(summaries), event_paths
+
+
+def list_event_files(run_dir, problems):
+    """The event files read_scalars starts reading (all of each directory's), unread."""
+    return [_event_path(prefix, path) for prefix, dir_path in event_dirs(run_dir, problems)
+            for path in _event_files(dir_path, problems)]
+
+
+def _event_path(prefix, path):
+    """An event file's path relative to the run directory."""
+    return f"{prefix}/{path.name}" if prefix else path.name
+
+
+def read_pending_scalars(run_dir, pending):
+    """(scalar rows, problems) of the event files a LIST_EVENTS read found
+    (`pending`: their paths as it stored them), read as read_scalars reads them."""
+    summaries, problems, aborted = {}, [], None
+    for rel in pending.split("\n"):
+        prefix = rel.rpartition("/")[0]
+        if prefix != aborted and _add_event_file(summaries, prefix, f"{disk_path(run_dir)}/{rel}", rel, problems):
+            aborted = prefix  # the files after it in its directory are not read
+    return _summary_rows(summaries), problems
+
+
+def _add_event_file(summaries, prefix, path, rel, problems):
+    """Adds an event file's scalars to the summaries; whether Guild would stop reading its directory."""
+    from . import tfevents  # only runs being read need it
+
+    read = tfevents.read_scalars(path)
+    for tag, value, step in read.scalars:
+        summaries.setdefault((prefix, tag), Summary()).add(value, step)
+    if read.problem:
+        problems.append(f"{rel}: {read.problem}")
+    return read.aborts_dir
+
+
+def _summary_rows(summaries):
     preferred = _preferred_prefixes(summaries)
-    rows = [
+    return [
         (prefix, tag, int(preferred[tag] == prefix), *summary.row())
         for (prefix, tag), summary in sorted(summaries.items())
     ]
-    return rows, event_paths
 
 
 # Guild walks a run following the links that lead to runs (a batch links
