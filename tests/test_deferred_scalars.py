@@ -176,3 +176,16 @@ def test_an_interrupted_large_first_build_leaves_the_empty_index_as_it_was(home,
     assert index.conn.execute("PRAGMA cache_size").fetchone() == (-indexer.CACHE_KIB,)
     index.refresh()
     assert sum(index.counts()) == 70
+
+
+def test_the_python_apis_sql_reads_pending_scalars_first(home, tmp_path, deferring):
+    import runq as runq_api
+
+    query = "SELECT COUNT(*), SUM(count) FROM scalars"
+    indexer.LARGE_BUILD_RUNS = 10**9
+    with runq_api.open(home, tmp_path / "whole.db") as whole:
+        expected = whole.sql(query).rows
+    indexer.LARGE_BUILD_RUNS = 1
+    with runq_api.open(home, tmp_path / "deferred.db") as deferred:
+        assert pending_runs(tmp_path / "deferred.db") > 0
+        assert deferred.sql(query).rows == expected
