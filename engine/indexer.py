@@ -171,7 +171,8 @@ class Index:
         secondary indexes are built once, at the end, rather than row by
         row (dropped and made in the refresh's transaction)."""
         indexes = secondary_indexes()
-        self.conn.execute(f"PRAGMA cache_size = -{min(BULK_CACHE_MAX_KIB, max(CACHE_KIB, BULK_CACHE_KIB_PER_RUN * runs))}")
+        cache_kib = min(BULK_CACHE_MAX_KIB, max(CACHE_KIB, BULK_CACHE_KIB_PER_RUN * runs))
+        self.conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         try:
             for name in indexes:
                 self.conn.execute(f"DROP INDEX {name}")
@@ -308,10 +309,10 @@ class Index:
             "SELECT ? || dir, key, scalars_pending, problems FROM runs WHERE scalars_pending IS NOT NULL ORDER BY key",
             (self.dir_prefix,),
         ).fetchall()
-        placeholders = ", ".join("?" * len(CHILD_TABLES["scalars"].split(",")))
+        columns = CHILD_TABLES["scalars"]
+        insert = f"INSERT OR IGNORE INTO scalars ({columns}) VALUES ({', '.join('?' * len(columns.split(',')))})"
         for rows in _read_in_parallel(to_read, _read_pending_chunk, workers):
-            scalars = [(key, *row) for key, row_list, _ in rows for row in row_list]
-            self.conn.executemany(f"INSERT OR IGNORE INTO scalars ({CHILD_TABLES['scalars']}) VALUES ({placeholders})", scalars)
+            self.conn.executemany(insert, [(key, *row) for key, row_list, _ in rows for row in row_list])
             self.conn.executemany(
                 "UPDATE runs SET scalars_pending = NULL, problems = ? WHERE key = ?",
                 [(problems, key) for key, _, problems in rows],
@@ -362,7 +363,8 @@ class Index:
         columns = CHILD_TABLES["scalars"].split(", ", 1)[1]
         query = f"SELECT {columns} FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = ?)"
         scalars = self.conn.execute(query, (run_id,)).fetchall()
-        row = self.conn.execute("SELECT watched, signature, scalars_pending FROM runs WHERE id = ?", (run_id,)).fetchone()
+        query = "SELECT watched, signature, scalars_pending FROM runs WHERE id = ?"
+        row = self.conn.execute(query, (run_id,)).fetchone()
         return (scalars, *(row or (None, None, None)))
 
     def _indexed(self, run_ids):

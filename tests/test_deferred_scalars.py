@@ -92,13 +92,14 @@ SCALAR_SELECTIONS = [
 @pytest.mark.parametrize("selection", SCALAR_SELECTIONS)
 def test_a_selection_using_scalars_sees_them_all(home, tmp_path, deferring, selection):
     indexer.LARGE_BUILD_RUNS = 10**9
-    expected = runq(home, "--index", str(tmp_path / "whole.db"), "runs", "list", "-a", "--deleted", "--json", *selection)
+    listing = ["runs", "list", "-a", "--deleted", "--json", *selection]
+    expected = runq(home, "--index", str(tmp_path / "whole.db"), *listing)
     indexer.LARGE_BUILD_RUNS = 1
     index_path = tmp_path / "deferred.db"
     listed = runq(home, "--index", str(index_path), "runs", "list", "-a", "--json", "-Fo", "train")
     assert listed.exit_code == 0, listed.stderr
     assert pending_runs(index_path) > 0  # a selection without scalars leaves them unread
-    got = runq(home, "--index", str(index_path), "runs", "list", "-a", "--deleted", "--json", *selection)
+    got = runq(home, "--index", str(index_path), *listing)
     assert got.exit_code == 0 and expected.exit_code == 0, got.stderr + expected.stderr
     assert json.loads(got.stdout) == json.loads(expected.stdout)
     assert pending_runs(index_path) == 0
@@ -153,7 +154,8 @@ def test_listing_events_finds_the_files_a_whole_read_reads(home):
 
 
 def index_names(index):
-    return sorted(row[0] for row in index.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    query = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    return sorted(row[0] for row in index.conn.execute(query))
 
 
 def test_a_large_first_build_ends_with_the_schemas_indexes_and_cache(home, tmp_path, deferring):
