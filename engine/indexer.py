@@ -485,8 +485,11 @@ def _chunks(items, size):
 
 def _read_runs(to_read, workers, events=True, on_lost_worker=None):
     """Yields lists of RunRecords (or the ids of dirs that are not runs), chunk by chunk, in order."""
-    read_chunk = {True: _read_chunk, False: _read_chunk_without_events, rundir.LIST_EVENTS: _read_chunk_listing_events}
-    yield from _read_in_parallel(to_read, read_chunk[events], workers, on_lost_worker)
+    if events is rundir.LIST_EVENTS:
+        read_chunk = _read_chunk_listing_events
+    else:
+        read_chunk = _read_chunk if events else _read_chunk_without_events
+    yield from _read_in_parallel(to_read, read_chunk, workers, on_lost_worker)
 
 
 def _read_in_parallel(to_read, read_chunk, workers, on_lost_worker=None):
