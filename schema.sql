@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS runs (
     listing INTEGER,                -- position in its directory listing: Guild's order for equal timestamps
     watched TEXT,                   -- files whose stat makes the signature, relative to dir, one per line
     signature INTEGER,              -- a hash of their mtimes, ctimes and sizes when the run was read; NULL: read again
-    problems TEXT                   -- what could not be read, if anything
+    problems TEXT,                  -- what could not be read, if anything
+    scalars_pending TEXT            -- event files found but not read yet, relative to dir, one per line
+                                    -- (a large first build leaves them to the first command that
+                                    -- uses scalars); NULL: none
 );
 
 -- Guild's order (newest first, runs without a timestamp last, ties in listing
@@ -132,7 +135,8 @@ CREATE TABLE IF NOT EXISTS compiled (
     params TEXT NOT NULL,           -- JSON {name: value}
     now_params TEXT NOT NULL,       -- JSON {name: role}: parameters recomputed from the time of each use
     lazy_attrs TEXT NOT NULL,       -- JSON list of the large attributes the selection decodes first
-    has_run_args INTEGER NOT NULL
+    has_run_args INTEGER NOT NULL,
+    uses_scalars INTEGER NOT NULL   -- reads the scalars table (event files left unread are read first)
 );
 
 -- Views for writing your own SQL (runq sql, sqlite3, Datasette): each names

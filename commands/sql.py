@@ -52,6 +52,7 @@ def sql(
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
     index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would
+    index.read_pending_scalars()  # any query may read scalars
     query = ReadOnlyQuery(index.conn, text, bound, timeout or None)
     with _stopped_by_ctrl_c(query), query as running:
         lines = json_lines(running.columns, running) if as_json else table_lines(running.columns, running)

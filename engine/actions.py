@@ -19,6 +19,8 @@ def select(index, selection, now):
 
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
+    if compiled.uses_scalars:
+        index.read_pending_scalars()
     return select_runs(index.conn, compiled, index.home.path)
 
 
@@ -38,16 +40,9 @@ def recheck(index, selection, runs, now):
     from .compiler import compile_selection  # imports sqlglot, which selecting from the cache does not
 
     compiled = compile_selection(replace(selection, runs=()), now)
-    index.recheck([run.id for run in runs], events=_uses_scalars(compiled))
+    index.recheck([run.id for run in runs], events=compiled.uses_scalars)
     passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]
-
-
-def _uses_scalars(compiled):
-    """Whether a selection reads scalars: only then must a re-check read event files."""
-    from sqlglot import exp
-
-    return any(table.name == "scalars" for table in compiled.expression.find_all(exp.Table))
 
 
 def remove(index, runs, deleted, progress=None, background=False):

@@ -213,6 +213,7 @@ class RunIndex:
     def sql(self, query, params=None, *, timeout=None):
         """Runs read-only SQL over the index (anything else is refused), binding
         `params` (a sequence, or a mapping for :name); `timeout` in seconds."""
+        self.index.read_pending_scalars()  # any query may read scalars
         with ReadOnlyQuery(self.index.conn, query, params, timeout) as running:
             return SqlResult(running.columns, list(running))
 

@@ -191,11 +191,15 @@ _DOCUMENT_MARKERS = ("---", "...")
 
 def _document(lines):
     first = lines[0]
-    if first.startswith("- "):
-        return [_sequence_item(line) for line in lines]
-    if len(lines) == 1 and _is_lone_value(first):
+    if len(lines) == 1 and not first.startswith("- ") and _is_lone_value(first):
         return _block_value(first)
-    return _block_mapping(lines)
+    block = _BlockLines(lines)
+    if block.lines[0][0]:  # indented first line
+        raise _Unsure
+    value = block.node(0)
+    if block.pos != len(lines):  # lines no collection took: PyYAML refuses or reads them otherwise
+        raise _Unsure
+    return value
 
 
 def _is_lone_value(line):
@@ -207,35 +211,91 @@ def _is_lone_value(line):
     return ": " not in line and not line.endswith(":")
 
 
-def _sequence_item(line):
-    if not line.startswith("- "):
-        raise _Unsure
-    return _block_value(line[2:])
+# Nested collections go this deep at most; deeper ones are left to PyYAML.
+_MAX_NESTING = 50
 
 
-def _block_mapping(lines):
-    # Later duplicates overwrite earlier ones, as PyYAML's constructor does.
-    mapping = {}
-    for line in lines:
-        key, value = _mapping_entry(line)
-        mapping[key] = value
-    return mapping
+class _BlockLines:
+    """Block collections as Guild's writer lays them out, read by indentation:
+    a mapping's keys, and a sequence's dashes, all at one indentation; a
+    `key:` ending its line takes the collection indented below it, or the
+    sequence whose dashes start at the key's own column (as PyYAML allows
+    for mapping values), else null; a `- ` item's content starts two
+    columns in, where an inline first entry of a mapping or sequence sets
+    that collection's indentation. Anything else (a line indented where no
+    collection starts, which PyYAML would read as the continuation of a
+    scalar or refuse) is left to PyYAML."""
+
+    def __init__(self, lines):
+        self.lines = [(len(line) - len(line.lstrip(" ")), line.lstrip(" ")) for line in lines]
+        self.pos = 0  # the next line to read
+        self.depth = 0
+
+    def node(self, indent):
+        """The mapping or sequence whose first line is the next one, at `indent`."""
+        self.depth += 1
+        if self.depth > _MAX_NESTING:
+            raise _Unsure
+        value = (self.sequence if self.lines[self.pos][1].startswith("- ") else self.mapping)(indent)
+        self.depth -= 1
+        return value
+
+    def sequence(self, indent):
+        items = []
+        while self.pos < len(self.lines):
+            column, text = self.lines[self.pos]
+            if column != indent or not text.startswith("- "):
+                break
+            items.append(self.item(indent + 2, text[2:]))
+        return items
+
+    def item(self, indent, content):
+        """A sequence item whose content starts at column `indent` of the next line."""
+        if not content:
+            raise _Unsure
+        if content.startswith("- ") or not _is_lone_value(content):
+            self.lines[self.pos] = (indent, content)  # the line, as if its content began it
+            return self.node(indent)
+        self.pos += 1
+        return _block_value(content)
+
+    def mapping(self, indent):
+        # Later duplicates overwrite earlier ones, as PyYAML's constructor does.
+        mapping = {}
+        while self.pos < len(self.lines):
+            column, text = self.lines[self.pos]
+            if column < indent:
+                break
+            if column > indent or text.startswith("- "):
+                raise _Unsure
+            key, value = self.entry(indent, text)
+            mapping[key] = value
+        return mapping
+
+    def entry(self, indent, text):
+        key, end = _mapping_key(text)
+        if indent + end > _KEY_LIMIT:
+            raise _Unsure
+        rest = text[end:]
+        self.pos += 1
+        if rest.startswith(": "):
+            return key, _block_value(rest[2:])
+        if rest != ":":
+            raise _Unsure
+        return key, self.value_below(indent)
+
+    def value_below(self, indent):
+        """The value of a `key:` that ends its line, at `indent`."""
+        if self.pos == len(self.lines):
+            return None
+        column, text = self.lines[self.pos]
+        if column > indent or (column == indent and text.startswith("- ")):
+            return self.node(column)
+        return None
 
 
 # PyYAML only looks 1024 characters back for the ':' of a simple key.
 _KEY_LIMIT = 1000
-
-
-def _mapping_entry(line):
-    key, end = _mapping_key(line)
-    if end > _KEY_LIMIT:
-        raise _Unsure
-    rest = line[end:]
-    if rest == ":":
-        return key, None
-    if rest.startswith(": "):
-        return key, _block_value(rest[2:])
-    raise _Unsure
 
 
 def _mapping_key(line):

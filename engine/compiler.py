@@ -84,6 +84,11 @@ class CompiledQuery:
         """Parameters ready for sqlite3: floats out of int64 range, etc."""
         return {name: _bindable(value) for name, value in self.params.items()}
 
+    @property
+    def uses_scalars(self):
+        """Whether the query reads the scalars table (then event files must have been read)."""
+        return any(table.name == "scalars" for table in self.expression.find_all(exp.Table))
+
 
 def compile_selection(selection, now):
     """Returns the CompiledQuery for a Selection evaluated at `now` (datetime)."""

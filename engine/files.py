@@ -41,16 +41,20 @@ def read_regular(path, limit):
 
 def _read_at_most(fd, expected, limit):
     """Everything up to `limit` bytes; a file that grows past it while being read is refused.
-    The first read asks for the size fstat gave (os.read allocates what it is asked for)."""
+    The first read asks for one byte more than the size fstat gave (os.read
+    allocates what it is asked for): a regular file's read that returns less
+    than it asked for has reached the end, which saves a second read of
+    almost every file."""
     chunks, size, ask = [], 0, expected + 1
     while True:
-        chunk = os.read(fd, min(ask, limit + 1 - size))
-        if not chunk:
-            return b"".join(chunks)
+        wanted = min(ask, limit + 1 - size)
+        chunk = os.read(fd, wanted)
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
             raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+        if len(chunk) < wanted:  # the end (an empty read too)
+            return b"".join(chunks)
         ask = 2**16
 
 

@@ -7,12 +7,14 @@ runs/ and trash/runs/ keeps its rows. All changes of one refresh commit
 together, so an interrupted refresh leaves the previous state.
 """
 
+import contextlib
 import functools
 import fcntl
 import glob
 import hashlib
 import os
 import pickle
+import re
 import signal
 import sqlite3
 import time
@@ -35,6 +37,15 @@ CHILD_TABLES = {
     "comments": "run_key, seq, user, host, body, time",
 }
 PARALLEL_MIN_RUNS = 200
+# A refresh of an empty index reading at least this many runs is a large
+# first build: it finds the runs' event files but leaves reading them to the
+# first command whose selection uses scalars (Index.read_pending_scalars),
+# as Guild's own scalar cache waits for a filter that needs it (most
+# commands never do), and it writes with bulk-load settings (_bulk_load).
+LARGE_BUILD_RUNS = 1000
+CACHE_KIB = 32768  # SQLite's page cache: big refreshes touch pages across the index
+BULK_CACHE_KIB_PER_RUN = 6  # about what a run's rows take in the index
+BULK_CACHE_MAX_KIB = 65536  # peak memory of a 100,000-run build stays under 250 MB
 PARALLEL_STAT_MIN = 4000
 CHUNK_RUNS = 50
 APPLICATION_ID = 0x72756E71  # "runq": PRAGMA application_id of every index runq creates
@@ -142,12 +153,34 @@ class Index:
         # runs/ and trash/runs/ change mtime whenever an entry comes, goes or
         # is renamed: unchanged, their listings cannot hold news.
         stamp = self._roots_stamp()
+        first_build = self.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
         new = self._follow_listings(report) if stamp != self.meta("roots_stamp") else []
         changed = self._changed_runs(check, workers)
         report.added, report.updated = len(new), len(changed)
-        self._read_and_store(new + changed, report, progress, workers)
+        large = first_build and len(new) >= LARGE_BUILD_RUNS
+        with self._bulk_load(len(new)) if large else contextlib.nullcontext():
+            self._read_and_store(new + changed, report, progress, workers, rundir.LIST_EVENTS if large else True)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
         self.set_meta(roots_stamp=stamp)
+
+    @contextlib.contextmanager
+    def _bulk_load(self, runs):
+        """Writing many runs into an empty index: keys follow the runs'
+        timestamps, so rows land all over the tables; a page cache that
+        holds them spares SQLite spilling and re-reading pages, and the
+        secondary indexes are built once, at the end, rather than row by
+        row (dropped and made in the refresh's transaction)."""
+        indexes = secondary_indexes()
+        cache_kib = min(BULK_CACHE_MAX_KIB, max(CACHE_KIB, BULK_CACHE_KIB_PER_RUN * runs))
+        self.conn.execute(f"PRAGMA cache_size = -{cache_kib}")
+        try:
+            for name in indexes:
+                self.conn.execute(f"DROP INDEX {name}")
+            yield
+            for create in indexes.values():
+                self.conn.execute(create)
+        finally:
+            self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
 
     def _roots_stamp(self):
         parts = []
@@ -255,6 +288,37 @@ class Index:
             raise
         return len(to_read)
 
+    def read_pending_scalars(self, workers=None):
+        """Reads the event files a large first build left unread (in one
+        transaction: interrupted, they stay pending); how many runs had some."""
+        pending = self.conn.execute("SELECT 1 FROM runs WHERE scalars_pending IS NOT NULL LIMIT 1").fetchone()
+        if pending is None:
+            return 0
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            count = self._read_pending_scalars(workers)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        return count
+
+    def _read_pending_scalars(self, workers):
+        to_read = self.conn.execute(  # again, in the transaction: another process may have read them
+            "SELECT ? || dir, key, scalars_pending, problems FROM runs WHERE scalars_pending IS NOT NULL ORDER BY key",
+            (self.dir_prefix,),
+        ).fetchall()
+        columns = CHILD_TABLES["scalars"]
+        insert = f"INSERT OR IGNORE INTO scalars ({columns}) VALUES ({', '.join('?' * len(columns.split(',')))})"
+        for rows in _read_in_parallel(to_read, _read_pending_chunk, workers):
+            self.conn.executemany(insert, [(key, *row) for key, row_list, _ in rows for row in row_list])
+            self.conn.executemany(
+                "UPDATE runs SET scalars_pending = NULL, problems = ? WHERE key = ?",
+                [(problems, key) for key, _, problems in rows],
+            )
+        return len(to_read)
+
     def decode_lazy(self, names):
         """Reads and decodes the large attributes a filter names, once."""
         for name in sorted(names):
@@ -279,7 +343,8 @@ class Index:
             return
         for record in records:
             if record.scalars is None:  # event files not read: what the last whole read found stays
-                record.scalars, record.run["watched"], record.run["signature"] = self._unread_parts(record.id)
+                kept = self._unread_parts(record.id)
+                record.scalars, record.run["watched"], record.run["signature"], record.run["scalars_pending"] = kept
         self.delete_rows(self._indexed([r.id for r in records]))
         self._assign_keys(records)
         for record in records:  # the index stays valid when the home moves or is copied
@@ -294,12 +359,13 @@ class Index:
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
 
     def _unread_parts(self, run_id):
-        """(scalar rows, watched, signature) the index holds for a run."""
+        """(scalar rows, watched, signature, scalars pending) the index holds for a run."""
         columns = CHILD_TABLES["scalars"].split(", ", 1)[1]
         query = f"SELECT {columns} FROM scalars WHERE run_key = (SELECT key FROM runs WHERE id = ?)"
         scalars = self.conn.execute(query, (run_id,)).fetchall()
-        row = self.conn.execute("SELECT watched, signature FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return (scalars, *(row or (None, None)))
+        query = "SELECT watched, signature, scalars_pending FROM runs WHERE id = ?"
+        row = self.conn.execute(query, (run_id,)).fetchone()
+        return (scalars, *(row or (None, None, None)))
 
     def _indexed(self, run_ids):
         """The ones of these runs the index holds."""
@@ -419,8 +485,16 @@ def _chunks(items, size):
 
 def _read_runs(to_read, workers, events=True, on_lost_worker=None):
     """Yields lists of RunRecords (or the ids of dirs that are not runs), chunk by chunk, in order."""
+    if events is rundir.LIST_EVENTS:
+        read_chunk = _read_chunk_listing_events
+    else:
+        read_chunk = _read_chunk if events else _read_chunk_without_events
+    yield from _read_in_parallel(to_read, read_chunk, workers, on_lost_worker)
+
+
+def _read_in_parallel(to_read, read_chunk, workers, on_lost_worker=None):
+    """Yields read_chunk(chunk) for the chunks of `to_read`, in order, read by forked workers when there are many."""
     chunks = _chunks(to_read, CHUNK_RUNS)
-    read_chunk = _read_chunk if events else _read_chunk_without_events
     workers = min(workers or os.cpu_count() or 1, len(chunks))
     if len(to_read) < PARALLEL_MIN_RUNS or workers < 2 or not hasattr(os, "fork"):
         yield from map(read_chunk, chunks)
@@ -515,6 +589,25 @@ def _receive(pipe):
 
 def _read_chunk_without_events(items):
     return _read_chunk(items, events=False)
+
+
+def _read_chunk_listing_events(items):
+    return _read_chunk(items, events=rundir.LIST_EVENTS)
+
+
+def _read_pending_chunk(items):
+    """(key, scalar rows, problems) of runs whose event files were left unread."""
+    return [(key, *_pending_scalars(path, pending, problems)) for path, key, pending, problems in items]
+
+
+def _pending_scalars(path, pending, problems):
+    """(scalar rows, problems text) of a run's pending event files, its problems joined by theirs."""
+    try:
+        rows, found = rundir.read_pending_scalars(path, pending)
+    except Exception as e:  # as a run that cannot be read: never fatal
+        rows, found = [], [f"cannot read the event files: {e}"]
+    joined = storable_text("; ".join(dict.fromkeys(found)))
+    return rows, "; ".join(part for part in (problems, joined) if part) or None
 
 
 def _read_chunk(items, events=True):
@@ -754,6 +847,12 @@ def lock_path(index_path):
     return Path(f"{index_path}.lock")
 
 
+def secondary_indexes():
+    """{name: CREATE INDEX statement} of the indexes schema.sql makes on its tables."""
+    found = re.finditer(r"^CREATE INDEX IF NOT EXISTS (\w+) ON [^;]*;", schema_text(), re.MULTILINE)
+    return {match.group(1): match.group() for match in found}
+
+
 def schema_version():
     return hashlib.sha256(schema_text().encode()).hexdigest()[:16]
 
@@ -860,7 +959,7 @@ def _connect(path, lock_wait=None):
         conn.wait_for_lock(path, lock_wait)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA cache_size = -32768")  # 32 MB: big refreshes touch pages across the index
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     except sqlite3.Error as e:
         raise HomeError(f"cannot open the index {path}: {e}") from None
     register_functions(conn)

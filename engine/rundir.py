@@ -24,8 +24,11 @@ RUN_FIELDS = (
     "key id deleted dir pkg_type pkg_name pkg_version model op operation opspec_pkg "
     "opspec_model opspec_op pkg_desc op_dir initialized started stopped timestamp "
     "exit_status status pid remote label marked sourcecode_digest comments_text "
-    "listing watched signature problems"
+    "listing watched signature problems scalars_pending"
 ).split()
+# read_run's `events` that finds the event files (watched, for the
+# signature) and leaves reading them to Index.read_pending_scalars.
+LIST_EVENTS = "list"
 
 
 @dataclass
@@ -53,7 +56,9 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     Without `events`, event files are not read: the record's scalars,
     watched files and signature are None, for the indexer to keep the ones
     of the run's last whole read (the signature still tells a refresh
-    whether anything changed since)."""
+    whether anything changed since). With LIST_EVENTS they are found and
+    watched but not read: no scalars, and their paths in scalars_pending
+    (see read_pending_scalars)."""
     guild_dir = os.path.join(disk_path(run_dir), ".guild")
     read_since = time.time_ns()
     opref_path = os.path.join(guild_dir, "opref")
@@ -75,13 +80,22 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     record.tags = _tags(values.get("tags"))
     record.comments, run["comments_text"] = _comments(values.get("comments"))
     if events:
-        record.scalars, event_paths = read_scalars(disk_path(run_dir), problems)
+        record.scalars, event_paths = _read_events(disk_path(run_dir), events, run, problems)
         run["watched"] = "\n".join(watched_paths([row[0] for row in attrs], event_paths, is_finished(run)))
         run["signature"] = signature(run_dir, run["watched"], read_since)
     else:
         record.scalars = None
     run["problems"] = storable_text("; ".join(dict.fromkeys(problems))) or None  # once each (walks list .guild too)
     return record
+
+
+def _read_events(run_dir, events, run, problems):
+    """(scalar rows, event file paths); with LIST_EVENTS no rows, and the paths pending in `run`."""
+    if events is not LIST_EVENTS:
+        return read_scalars(run_dir, problems)
+    event_paths = list_event_files(run_dir, problems)
+    run["scalars_pending"] = "\n".join(event_paths) or None
+    return [], event_paths
 
 
 def unreadable_run(run_dir, run_id, deleted, listing, error):
@@ -343,8 +357,10 @@ def _batch_proto(guild_dir, seen):
     proto_dir = os.path.join(guild_dir, "proto")
     proto_guild_dir = os.path.join(proto_dir, ".guild")
     text = _read_text(os.path.join(proto_guild_dir, "opref"), None, OPREF_MAX_BYTES)
+    if text is None:  # most runs: no proto, and no realpath to pay for
+        return None
     real_dir = os.path.realpath(proto_dir)  # a link may lead back: each real proto once
-    if text is None or real_dir in seen:
+    if real_dir in seen:
         return None
     seen.add(real_dir)
     return describe_operation(text, proto_guild_dir, [], seen) or None
@@ -355,25 +371,55 @@ def _batch_proto(guild_dir, seen):
 
 def read_scalars(run_dir, problems):
     """Scalar summary rows per (prefix, tag), and the event files read."""
-    from . import tfevents  # only runs being read need it
-
     summaries, event_paths = {}, []
     for prefix, dir_path in event_dirs(run_dir, problems):
         for path in _event_files(dir_path, problems):
-            event_paths.append(os.path.relpath(path, run_dir))
-            read = tfevents.read_scalars(path)
-            for tag, value, step in read.scalars:
-                summaries.setdefault((prefix, tag), Summary()).add(value, step)
-            if read.problem:
-                problems.append(f"{event_paths[-1]}: {read.problem}")
-            if read.aborts_dir:
+            event_paths.append(_event_path(prefix, path))
+            if _add_event_file(summaries, prefix, path, event_paths[-1], problems):
                 break  # Guild stops reading this directory's other files here
+    return _summary_rows(summaries), event_paths
+
+
+def list_event_files(run_dir, problems):
+    """The event files read_scalars starts reading (all of each directory's), unread."""
+    return [_event_path(prefix, path) for prefix, dir_path in event_dirs(run_dir, problems)
+            for path in _event_files(dir_path, problems)]
+
+
+def _event_path(prefix, path):
+    """An event file's path relative to the run directory."""
+    return f"{prefix}/{path.name}" if prefix else path.name
+
+
+def read_pending_scalars(run_dir, pending):
+    """(scalar rows, problems) of the event files a LIST_EVENTS read found
+    (`pending`: their paths as it stored them), read as read_scalars reads them."""
+    summaries, problems, aborted = {}, [], None
+    for rel in pending.split("\n"):
+        prefix = rel.rpartition("/")[0]
+        if prefix != aborted and _add_event_file(summaries, prefix, f"{disk_path(run_dir)}/{rel}", rel, problems):
+            aborted = prefix  # the files after it in its directory are not read
+    return _summary_rows(summaries), problems
+
+
+def _add_event_file(summaries, prefix, path, rel, problems):
+    """Adds an event file's scalars to the summaries; whether Guild would stop reading its directory."""
+    from . import tfevents  # only runs being read need it
+
+    read = tfevents.read_scalars(path)
+    for tag, value, step in read.scalars:
+        summaries.setdefault((prefix, tag), Summary()).add(value, step)
+    if read.problem:
+        problems.append(f"{rel}: {read.problem}")
+    return read.aborts_dir
+
+
+def _summary_rows(summaries):
     preferred = _preferred_prefixes(summaries)
-    rows = [
+    return [
         (prefix, tag, int(preferred[tag] == prefix), *summary.row())
         for (prefix, tag), summary in sorted(summaries.items())
     ]
-    return rows, event_paths
 
 
 # Guild walks a run following the links that lead to runs (a batch links
@@ -383,28 +429,54 @@ MAX_WALK_DEPTH = 200
 
 
 def event_dirs(run_dir, problems=None):
-    """(prefix, dir) of each directory holding event files, as Guild walks them."""
+    """(prefix, dir) of each directory holding event files, as Guild walks them.
+
+    The walk is os.walk's (top-down, links followed, a directory that cannot
+    be listed noted and skipped) on os.scandir's entries, whose types and
+    link bits cost no further stat: most of a run's directories hold source
+    code, not event files."""
     entered = set()
     _first_visit(run_dir, entered)
-    cannot_list = lambda e: _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
-    for root, dirs, files in os.walk(run_dir, onerror=cannot_list, followlinks=True):
-        rel = os.path.relpath(root, run_dir)
-        if _too_deep(rel, problems):
-            dirs[:] = []
-            continue
-        dirs[:] = [d for d in dirs if _may_enter(os.path.join(root, d), entered)]
-        if not any(".tfevents." in name for name in files):  # Guild's rule (tfevents.is_event_file)
-            continue
-        if not _is_text(rel):
+    yield from _event_dirs_from(run_dir, ".", run_dir, entered, problems)
+
+
+def _event_dirs_from(root, rel, run_dir, entered, problems):
+    try:
+        with os.scandir(root) as listing:
+            entries = list(listing)
+    except OSError as e:
+        _note(problems, f"cannot list {_relative(e.filename, run_dir)}: {error_text(e)}")
+        return
+    if _too_deep(rel, problems):
+        return
+    dirs, others = [], []
+    for entry in entries:
+        (dirs if _is_dir(entry) else others).append(entry)
+    subdirs = [entry for entry in dirs if _may_enter(entry, entered)]
+    if any(".tfevents." in entry.name for entry in others):  # Guild's rule (tfevents.is_event_file)
+        if _is_text(rel):
+            yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+        else:
             _note(problems, f"event directory {storable_text(rel)}: name is not UTF-8, not read")
-            continue
-        yield ("" if rel == "." else rel.replace(os.sep, "/")), root
+    for entry in subdirs:
+        yield from _event_dirs_from(entry.path, entry.name if rel == "." else f"{rel}{os.sep}{entry.name}",
+                                    run_dir, entered, problems)
 
 
-def _may_enter(path, entered):
-    if not os.path.islink(path):
+def _is_dir(entry):
+    try:
+        return entry.is_dir()
+    except OSError:  # as os.walk takes it
+        return False
+
+
+def _may_enter(entry, entered):
+    try:
+        if not entry.is_symlink():
+            return True
+    except OSError:  # as os.path.islink takes it
         return True
-    return is_run_dir(path) and _first_visit(path, entered)
+    return is_run_dir(entry.path) and _first_visit(entry.path, entered)
 
 
 def _first_visit(path, visited):

@@ -34,7 +34,7 @@ COMPILING_MODULES = (
     "attrs", "compiler", "errors", "lexer", "opspec", "parser", "selection", "sqlcache", "timerange", "tree", "values",
 )
 LOCK_MILLISECONDS = 100  # how long storing an entry may wait for another writer before giving up
-ENTRY_COLUMNS = "sql, params, now_params, lazy_attrs, has_run_args"
+ENTRY_COLUMNS = "sql, params, now_params, lazy_attrs, has_run_args, uses_scalars"
 
 
 class CachedQuery(NamedTuple):
@@ -45,6 +45,7 @@ class CachedQuery(NamedTuple):
     params: dict
     lazy_attrs: FrozenSet[str]
     has_run_args: bool
+    uses_scalars: bool  # reads the scalars table: event files a first build left unread are read first
 
     def sql(self):
         return self.text
@@ -132,11 +133,11 @@ def _lookup(conn, key, now_values):
         return None
     if row is None:
         return None
-    text, params, now_params, lazy_attrs, has_run_args = row
+    text, params, now_params, lazy_attrs, has_run_args, uses_scalars = row
     params = json.loads(params)
     for name, role in json.loads(now_params).items():
         params[name] = stored_number(now_values[role])
-    return CachedQuery(text, params, frozenset(json.loads(lazy_attrs)), bool(has_run_args))
+    return CachedQuery(text, params, frozenset(json.loads(lazy_attrs)), bool(has_run_args), bool(uses_scalars))
 
 
 def _store(conn, key, compiled, now_values):
@@ -160,7 +161,7 @@ def _entry(compiled, now_values):
     if not _same_values(json.loads(params_text), params):
         return None
     return (text, params_text, json.dumps(compiled.now_params), json.dumps(sorted(compiled.lazy_attrs)),
-            int(compiled.has_run_args))
+            int(compiled.has_run_args), int(compiled.uses_scalars))
 
 
 def _same_values(read, written):
@@ -179,7 +180,7 @@ def _write(conn, key, entry):
     try:
         with conn:
             execute("BEGIN IMMEDIATE")
-            execute(f"INSERT OR REPLACE INTO compiled (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", (key, *entry))
+            execute(f"INSERT OR REPLACE INTO compiled (key, {ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", (key, *entry))
             execute("DELETE FROM compiled WHERE rowid <= (SELECT MAX(rowid) FROM compiled) - ?", (MAX_ENTRIES,))
     finally:
         execute(f"PRAGMA busy_timeout = {waited}")

@@ -547,8 +547,19 @@ def _summary_value(buf, span):
 # bytes of the number change, and those bytes (a fixed32/fixed64 field,
 # tensor_content or a packed element) never steer the parse. So once a
 # Value has been decoded, a later one of the same tag and length whose
-# other bytes are identical is read by slicing out the number.
+# other bytes are identical is read by slicing out the number. What a
+# Value's bytes mean does not depend on the file holding them, so the
+# layouts learnt are kept for every file a process reads (the runs of a
+# home log the same tags), up to a bound.
 _KNOWN = 0  # value-kind marker: the content is the scalar itself
+_SHARED_TEMPLATES = {}
+_MAX_TEMPLATES = 4096
+
+
+def _templates():
+    if len(_SHARED_TEMPLATES) > _MAX_TEMPLATES:
+        _SHARED_TEMPLATES.clear()
+    return _SHARED_TEMPLATES
 
 
 def _template_key(buf, start, end):
@@ -686,10 +697,11 @@ def _reshapes(count, dims):
     return len(unknown) == 1 and known != 0 and count % known == 0
 
 
-# How writers lay out a scalar Event: wall_time, step, then a Summary of
-# one Value. Such an Event whose Value has a known layout skips the rest.
+# How writers lay out a scalar Event: wall_time (which Guild's own writer
+# of output scalars leaves unset), step, then a Summary of one Value. Such
+# an Event whose Value has a known layout skips the rest.
 _SCALAR_EVENT_HEAD = re.compile(
-    rb"\x09.{8}(?:\x10([\x80-\xff]{0,9}[\x00-\x7f]))?\x2a([\x00-\x7f])\x0a([\x00-\x7f])",
+    rb"(?:\x09.{8})?(?:\x10([\x80-\xff]{0,9}[\x00-\x7f]))?\x2a([\x00-\x7f])\x0a([\x00-\x7f])",
     re.DOTALL,
 )
 
@@ -765,7 +777,7 @@ def scalars_from_bytes(data: bytes) -> ScalarRead:
     """The scalars of one event file's contents; never raises on bad data."""
     data = bytes(data)  # templates key on slices, which must hash
     records = _split_records(data)
-    scalars, templates = [], {}
+    scalars, templates = [], _templates()
     for start, end in records.spans:
         kept = len(scalars)
         try:

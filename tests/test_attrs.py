@@ -157,16 +157,30 @@ TRICKY = [
     ("a: 1\na: 2\n", True), ("1: a\ntrue: b\n1.0: c\n", True),
     (".nan: 1\n.nan: 2\n", True), (".nan: 1\n.NaN: 2\n", True), ("~: 1\nnull: 2\n", True),
     ("<<: {}\n", False), ("=: 1\n", False), ("? a\n: b\n", False),
-    ("{}\n", True), ("{a: 1}\n", False), ("a:\n  b: 1\n", False),
-    ("a:\n- 1\n", False), ("x" * 1100 + ": 1\n", False), ("x" * 900 + ": 1\n", True),
+    ("{}\n", True), ("{a: 1}\n", False), ("a:\n  b: 1\n", True),
+    ("a:\n- 1\n", True), ("x" * 1100 + ": 1\n", False), ("x" * 900 + ": 1\n", True),
     ("a: !!str 1\n", False), ("a: &x 1\nb: *x\n", False), ("a: |\n  x\n", False),
     ("a: 2024-01-02\n", False), ("a: [1, 'b', c d, -2.5, .nan, yes]\n", True),
     # sequences (the tags attribute)
     ("- a\n- 1\n- 'c'\n- yes\n- ~\n", True), ("[]\n", True), ("- []\n- {}\n", True),
-    ("- a: b\n", False), ("- - a\n", False), ("-\n- a\n", False), ("- a\nb: c\n", False),
+    ("- a: b\n", True), ("- - a\n", True), ("-\n- a\n", False), ("- a\nb: c\n", False),
     ("- --- x\n", True), ("[a, b]\n", True), ("[a, [b]]\n", False), ("[a,b]\n", False),
     ("[a , b]\n", False), ("[a, ]\n", False), ("[-1, +2, 'x, y', \"z\"]\n", True),
     ("[a: b]\n", False), ("[a b, c]\n", True), ("[\n", False),
+    # nested block collections (deps, comments, flags holding lists)
+    ("a:\n  b:\n    c: 1\n    d:\n    - x\n  e: 2\nf: 3\n", True),
+    ("- body: hi\n  host: h\n  time: 17\n- body: yes\n  user: u\n", True),
+    ("layers:\n- 0\n- 1\nlr: 1.0e-05\n", True), ("a:\n  - 1\n  - 2\nb: 3\n", True),
+    ("- - a\n  - b\n- c\n", True), ("- - - a\n", True), ("- a:\n  - 1\n  b: 2\n", True),
+    ("- a:\n- 1\n", True), ("- a:\n    b: 1\n", True), ("a:\n b: 1\n", True),
+    ("a:\n  b: 1\n c: 2\n", False), ("a:\n    b: 1\n  c: 2\n", False),
+    ("- a: 1\n   b: 2\n", False), ("- a: 1\n b: 2\n", False), ("- a: 1\nb: 2\n", False),
+    ("a: 1\n- b\n", False), ("a:\n  b: 1\n  - c\n", False), ("a:\n  b\n", False),
+    ("- a: x\n    y\n", False), ("a:\n  b: x\n   y\n", False), ("- \n", False),
+    ("a:\n  ---\n", False), ("a:\n  - ---\n", True), ("a:\n  ? b\n", False),
+    ("a:\n  &x b: 1\n", False), ("a:\n  b: &x 1\n", False), ("- -\n", False),
+    ("a:\n  'b': 1\n  \"c\": [1, 2]\n", True), ("a:\n  b: 1\n\n", False),
+    ("- " * 60 + "a\n", False), ("- " * 40 + "a\n", True),
 ]  # fmt: skip
 
 
@@ -329,6 +343,54 @@ sequence_texts = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=5).map(
 @given(st.one_of(fragment_texts, mapping_texts, sequence_texts))
 def test_raw_text_decodes_like_guild_yaml(text):
     assert_same_decoding(text)
+
+
+# Nested collections, as Guild writes deps, comments and flags holding lists.
+nested_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(strings, st.integers(-5, 5)), children, max_size=4),
+    ),
+    max_leaves=16,
+)
+
+
+@PROPERTY
+@given(nested_values)
+def test_nested_values_decode_like_guild_yaml(value):
+    assert_same_decoding(guild_encode(value))
+
+
+# Lines of block collections at random indentations: most are not what a
+# writer makes, and the fast path must either read them as PyYAML does or
+# leave them to it.
+block_lines = st.tuples(
+    st.integers(0, 5),
+    st.sampled_from(["- ", "- - ", "", "- k: ", "k: ", "k:", "- k:", "-", "? "]),
+    st.sampled_from(["", *TOKENS[-12:], "x y", "k: v", "'a': b"]),
+).map(lambda parts: " " * parts[0] + parts[1] + parts[2])
+block_texts = st.lists(block_lines, min_size=1, max_size=7).map(lambda lines: "\n".join(lines) + "\n")
+
+
+@PROPERTY
+@given(block_texts)
+def test_block_text_decodes_like_guild_yaml(text):
+    assert_same_decoding(text)
+
+
+def test_fast_path_decides_nested_guild_attributes():
+    nested = [
+        {"operation:train": {"operation:train": {"config": "24c9352c", "paths": ["checkpoints/final.pt"],
+                                                 "uri": "operation:mnist:train"}}},
+        [{"body": "promising", "host": "mbp-bob", "time": 1796043992609488, "user": "bob"}],
+        {"freeze-layers": 12, "layers": [0, 1], "lr": 1e-05, "tag": "v2"},
+        [[1, [2, {"a": []}]], {"b": {}}],
+    ]
+    for value in nested:
+        text = guild_encode(value)
+        assert fast_decode(text) is not UNSURE, text
+        assert_same_decoding(text)
 
 
 # --- Against Guild itself -------------------------------------------------------

@@ -900,9 +900,31 @@ def test_learned_layouts_read_as_fresh_ones(tmp_path_factory, scalars, as_tensor
     write_event_file(path, scalars + scalars, wall_time=WALL, as_tensor=as_tensor)
     data = path.read_bytes()
     one_by_one = [
-        scalar for start, end in record_bounds(data) for scalar in scalars_from_bytes(data[start:end]).scalars
+        scalar for start, end in record_bounds(data) for scalar in fresh_scalars(data[start:end]).scalars
     ]
-    assert comparable(scalars_from_bytes(data).scalars) == comparable(one_by_one)
+    assert comparable(fresh_scalars(data).scalars) == comparable(one_by_one)
+
+
+def fresh_scalars(data):
+    """What a process that has read no other event file reads from `data`."""
+    tfevents._SHARED_TEMPLATES.clear()
+    return scalars_from_bytes(data)
+
+
+def test_layouts_learnt_from_other_files_read_as_fresh_ones(world):
+    # A process keeps the layouts it learnt for every file it reads next:
+    # damaged and fuzzed files read after all the others must read as if
+    # each were the first.
+    dirs = [*world["damaged"].values(), *world["fuzzed"], *(world["root"] / "tb" / case for case in TB_CASES)]
+    files = [path for dir in dirs for path in loaded_event_files(dir) if path.is_file()]
+    for path in files:
+        scalars_from_bytes(path.read_bytes())
+    learnt = [scalars_from_bytes(path.read_bytes()) for path in files]
+    fresh = [fresh_scalars(path.read_bytes()) for path in files]
+    assert len(tfevents._SHARED_TEMPLATES) <= tfevents._MAX_TEMPLATES + 1
+    assert [(comparable(r.scalars), r.problem, r.aborts_dir) for r in learnt] == [
+        (comparable(r.scalars), r.problem, r.aborts_dir) for r in fresh
+    ]
 
 
 @settings(max_examples=300, deadline=None)
