@@ -15,6 +15,7 @@ imported only when a PostgreSQL index is opened.
 """
 
 import functools
+import math
 import os
 import re
 import time
@@ -258,7 +259,8 @@ class PgConnection:
     def executemany(self, sql, rows):
         insert = _insert_statement(sql)
         if insert:
-            return self._guarded(self._insert, *insert, rows)
+            table, columns, mode = insert
+            return self._guarded(self._insert, table, tuple(columns), mode, rows)
         cursor = self.pg.cursor()
         self._guarded(cursor.executemany, _postgres_sql(sql), [_storable(row) for row in rows])
         return cursor
@@ -307,11 +309,21 @@ class PgConnection:
             return cursor
         if mode == "IGNORE":
             rows = _first_of_each_key(rows, [columns.index(c) for c in ROW_KEYS[table]])
+        converters = self._converters(table, columns)
         with self.pg.cursor() as cursor:
             with cursor.copy(f"COPY runq.{table} (home, {names}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row((self.home_id, *map(_copyable_value, row)))
+                    copy.write_row((self.home_id, *[convert(v) for convert, v in zip(converters, row)]))
         return cursor
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one adapter per connection, a few tables
+    def _converters(self, table, columns):
+        """For each column, what makes a value fit: SQLite keeps a float
+        (an infinite or huge time) in an INTEGER column, bigint cannot."""
+        types = dict(self.pg.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'runq' AND table_name = %s", (table,)).fetchall())
+        return tuple(_bigint_value if types.get(c) == "bigint" else _copyable_value for c in columns)
 
     def _guarded(self, call, *args):
         """Calls psycopg; a lost server or a failed statement is one RunqError."""
@@ -355,8 +367,9 @@ def _postgres_sql(sql):
 
 
 def _storable(row):
-    """Values PostgreSQL text can hold: a NUL becomes the escape \\x00
-    (as storable_text escapes what UTF-8 cannot hold)."""
+    """Values as the SQLite index holds them, in what PostgreSQL can hold: a
+    NaN is NULL (SQLite binds it so), a NUL in text the escape \\x00 (as
+    storable_text escapes what UTF-8 cannot hold)."""
     if isinstance(row, dict):
         return {k: _storable_value(v) for k, v in row.items()}
     return tuple(_storable_value(v) for v in row)
@@ -366,13 +379,31 @@ def _storable_value(value):
     if isinstance(value, str) and "\0" in value:
         return value.replace("\0", "\\x00")
     if isinstance(value, float):  # exactly, for `num` (numeric): a float8 cast keeps 15 digits
-        return Decimal(repr(value))
+        return None if value != value else Decimal(repr(value))
     return value
 
 
 def _copyable_value(value):
     """A value for COPY's text, where a float is written exactly as repr writes it."""
+    if isinstance(value, float):
+        return None if value != value else value
     return value.replace("\0", "\\x00") if isinstance(value, str) and "\0" in value else value
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _bigint_value(value):
+    """A float in a bigint column: NaN is no value, others the nearest
+    integer in range, which keeps their order (infinite and huge times
+    sort past every real one, as they do in the SQLite index)."""
+    if not isinstance(value, float):
+        return value
+    if value != value:
+        return None
+    if value in (math.inf, -math.inf):
+        return INT64[value > 0]
+    return min(max(math.floor(value), INT64[0]), INT64[1])
 
 
 def _first_of_each_key(rows, key_positions):
