@@ -17,12 +17,12 @@ from .indexer import schema_text
 
 
 def select(index, selection, now):
-    return run_compiled(index, compile_selection(selection, now))
+    return run_compiled(index, compile_selection(selection, now, index.dialect))
 
 
 def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
-    return select_runs(index.conn, compiled, index.home.path)
+    return select_runs(index.query_conn, compiled, index.home.path)
 
 
 def plan(compiled):
@@ -38,7 +38,7 @@ def recheck(index, selection, runs, now):
     Filters are evaluated again; RUN arguments are not, so a run picked by
     its index stays picked even if newer runs appeared meanwhile.
     """
-    compiled = compile_selection(replace(selection, runs=()), now)
+    compiled = compile_selection(replace(selection, runs=()), now, index.dialect)
     index.recheck([run.id for run in runs], events=_uses_scalars(compiled))
     passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]

@@ -170,6 +170,7 @@ class PgIndex(indexer.Index):
     """The index of one Guild home, kept in PostgreSQL."""
 
     backend = "PostgreSQL"
+    dialect = "postgres"
 
     def __init__(self, home, target, lock_wait=None):
         self.home = home
@@ -189,6 +190,10 @@ class PgIndex(indexer.Index):
 
     def close(self):
         self.conn.close()
+
+    @property
+    def query_conn(self):
+        return self.conn.pg  # the home's views first on its search path
 
     def home_name(self):
         row = self.conn.execute("SELECT name FROM runq.homes WHERE id = ?", (self.home_id,)).fetchone()
