@@ -26,9 +26,10 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from .pgdialect import RunqPostgres, code_point_order, local_time_text, truthy
+from .pgdialect import code_point_order, local_time_text, truthy
 
 SCHEMA = "runq"
+DIALECT = "postgres"
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 # pg_advisory_xact_lock's key while installing: "runq" in ASCII.
 INSTALL_LOCK = 0x72756E71
@@ -271,7 +272,7 @@ def _column_ddl(element):
         if isinstance(rule, exp.NotNullColumnConstraint):
             parts.append("NOT NULL")
         elif isinstance(rule, exp.DefaultColumnConstraint):
-            parts.append("DEFAULT " + rule.this.sql(dialect=RunqPostgres))
+            parts.append("DEFAULT " + rule.this.sql(dialect=DIALECT))
         elif isinstance(rule, exp.PrimaryKeyColumnConstraint):
             parts.append("NOT NULL")
             keys.append(_key("PRIMARY KEY", [element.name]))
@@ -288,7 +289,7 @@ def _index_ddl(create):
         ordered = ordered.copy()
         if not isinstance(ordered.this, exp.Column):
             ordered.set("this", exp.Paren(this=ordered.this))  # an expression in an index needs them
-        columns.append(ordered.sql(dialect=RunqPostgres, identify=True))
+        columns.append(ordered.sql(dialect=DIALECT, identify=True))
     return f"CREATE INDEX {index.name} ON runq.{table} (" + ", ".join(columns) + ")"
 
 
@@ -299,7 +300,7 @@ def _view_ddl(create):
     _add_home(query)
     for node in list(query.walk()):
         _rewrite(node)
-    return f"CREATE VIEW runq.{create.this.name} AS " + query.sql(dialect=RunqPostgres, identify=True)
+    return f"CREATE VIEW runq.{create.this.name} AS " + query.sql(dialect=DIALECT, identify=True)
 
 
 def _add_home(select, outer=None):

@@ -3,10 +3,15 @@
 import json
 from datetime import datetime
 
+import typer
 from oracle import GuildOracle
 from typer.testing import CliRunner
 
 from runq.commands.app import app
+from runq.commands.selection_options import selection_command
+from runq.engine.compiler import compile_selection
+from runq.engine.errors import RunqError
+from runq.engine.executor import select_runs
 from runq.engine.samplehome import HomeSpec, generate_home
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
@@ -53,3 +58,33 @@ def disagreement(case, guild, runq_ids, runq_error):
         extra = [i[:8] for i in runq_ids if i not in guild.ids]
         return f"{case}: guild {len(guild.ids)} runs, runq {len(runq_ids)}; runq misses {missing}, adds {extra}"
     return None
+
+
+# The engine alone, on an index given as a connection (SQLite, or PostgreSQL
+# seeing one home): the selection the command line builds from a case's
+# arguments, by the commands' own options (selection_command).
+
+_probe = typer.Typer()
+_probed = []
+
+
+@_probe.command()
+@selection_command
+def _probe_options(options, deleted: bool = typer.Option(False, "--deleted")):
+    _probed.append((options, deleted))
+
+
+def engine_select(conn, command, args, dialect):
+    """(ids, None) for runq's selection run on `conn`, compiled for `dialect`,
+    or (None, message) when runq refuses."""
+    _probed.clear()
+    result = CliRunner().invoke(_probe, list(args))
+    if result.exit_code != 0:
+        return None, (result.stderr or result.stdout).strip()
+    options, deleted = _probed[0]
+    try:
+        selection = options.selection(deleted=deleted or command in ("purge", "restore"), now=NOW)
+        runs = select_runs(conn, compile_selection(selection, NOW, dialect))
+    except RunqError as e:
+        return None, str(e)
+    return [run.id for run in runs], None
