@@ -198,7 +198,7 @@ def test_a_home_name_is_kept_and_another_name_for_it_is_refused(tmp_path, pg_url
 
 
 def test_two_processes_building_one_home_are_serialized(tmp_path, pg_url):
-    home = make_home(tmp_path / "home", runs=300)
+    home = make_home(tmp_path / "home", runs=150)
     procs = [subprocess.Popen([str(RUNQ_SCRIPT), "-H", str(home), "--index", pg_url, "index"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for proc in procs:
@@ -286,15 +286,16 @@ def _closed_port():
 def test_a_bad_url_or_server_is_one_line(tmp_path, postgres, case):
     url, expected = _bad_urls(postgres)[case]
     home = make_home(tmp_path / "home", runs=2)
-    for env in ({}, {"RUNQ_INDEX": url}):
-        args = ("runs", "list") if env else ("--index", url, "runs", "list")
-        proc = subprocess.run([str(RUNQ_SCRIPT), "-H", str(home), *args], capture_output=True, text=True,
-                              timeout=60, env={**os.environ, **env})
-        assert proc.returncode == 1, proc.stderr
-        assert proc.stderr.startswith("runq: ") and proc.stderr.count("\n") == 1, proc.stderr
-        assert expected in proc.stderr
-        assert "secret-pw" not in proc.stderr and "runq-test-password" not in proc.stderr
-        assert "Traceback" not in proc.stderr
+    by_environment = case in ("wrong password", "bad option", "missing database")  # RUNQ_INDEX, else --index
+    env = {"RUNQ_INDEX": url} if by_environment else {}
+    args = ("runs", "list") if by_environment else ("--index", url, "runs", "list")
+    proc = subprocess.run([str(RUNQ_SCRIPT), "-H", str(home), *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **env})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("runq: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert expected in proc.stderr
+    assert "secret-pw" not in proc.stderr and "runq-test-password" not in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (home / "cache" / "runq").exists()  # no SQLite index made on the side
 
 
@@ -308,3 +309,86 @@ def test_without_psycopg_a_postgresql_index_says_what_to_install(tmp_path, pg_ur
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
     assert proc.stderr == "runq: an index in PostgreSQL needs psycopg (pip install 'runq[postgres]')\n"
+
+
+# Purge, delete and restore
+
+
+STEPS = [  # what a user does, in order; each as the SQLite index and the PostgreSQL index do it
+    ("runs", "list", "-a"),
+    ("runs", "list", "-a", "--deleted", "-F", "lr >= 0.001", "-v"),
+    ("runs", "delete", "-y", "-Fo", "train", "1:3"),
+    ("runs", "restore", "-y", "2"),
+    ("runs", "purge", "-y", "-Se", "1:4"),
+    ("runs", "delete", "-y", "--permanent", "-Fl", "-", "1"),
+    ("runs", "purge", "--dry-run", "--json"),
+    ("runs", "list", "-a", "--json"),
+    ("runs", "list", "-a", "-c"),
+    ("runs", "list", "-a", "--deleted", "-Sc"),
+]
+
+
+def test_list_delete_restore_purge_agree_with_the_sqlite_index(tmp_path, pg_url):
+    lite = make_home(tmp_path / "lite", runs=40)
+    pg = copy_home(lite, tmp_path / "pg")
+    for step in STEPS:
+        expected = CliRunner().invoke(app, ["-H", str(lite), "--now", NOW.isoformat(), *step])
+        got = runq(pg, pg_url, *step)
+        assert got.exit_code == expected.exit_code == 0, (step, got.output, expected.output)
+        assert got.stdout.replace(str(pg), str(lite)) == expected.stdout, step
+        for deleted in (0, 1):
+            assert on_disk(pg, deleted) == on_disk(lite, deleted), step
+    assert indexed(pg, pg_url, 0) == on_disk(pg, False) and indexed(pg, pg_url, 1) == on_disk(pg, True)
+
+
+def test_purging_one_home_never_touches_another_with_the_same_runs(tmp_path, pg_url):
+    first = make_home(tmp_path / "first")
+    second = copy_home(first, tmp_path / "second")
+    second_url = f"{pg_url}?home=second"
+    assert runq(second, second_url, "index").exit_code == 0
+    before = listed(second, second_url, "--deleted")
+    purged = runq(first, pg_url, "runs", "purge", "-y")
+    assert purged.exit_code == 0, purged.output
+    assert on_disk(first, True) == [] and indexed(first, pg_url, 1) == []
+    assert sorted(listed(second, second_url, "--deleted")) == sorted(before) == on_disk(second, True)
+    assert indexed(second, second_url, 1) == on_disk(second, True) != []
+    deleted = runq(second, second_url, "runs", "delete", "-y", "1:2")
+    assert deleted.exit_code == 0, deleted.output
+    assert indexed(first, pg_url, 0) == on_disk(first, False)
+    assert len(indexed(first, pg_url, 0)) == len(indexed(second, second_url, 0)) + 2
+
+
+KILLS = [  # (command after `runs`, kill point): the SQLite index's kill points, on PostgreSQL
+    (("purge", "-y"), "moved#2"),
+    (("purge", "-y"), "before-commit"),
+    (("purge", "-y"), "committed"),
+    (("purge", "-y", "--background"), "background-started"),
+    (("delete", "-y"), "before-commit"),
+    (("restore", "-y"), "before-commit"),
+]
+
+
+def test_a_command_killed_midway_is_finished_and_the_index_agrees_with_the_disk(tmp_path, pg_url):
+    home = make_home(tmp_path / "home", runs=40)
+    assert runq(home, pg_url, "index").exit_code == 0
+    for argv, kill_at in KILLS:
+        deleted = argv[0] in ("purge", "restore")
+        chosen = on_disk(home, deleted)[:3]
+        others = {False: set(on_disk(home, False)) - set(chosen), True: set(on_disk(home, True)) - set(chosen)}
+        killed = runq_process(home, pg_url, "runs", *argv, *chosen, env={"RUNQ_TEST_KILL_AT": kill_at})
+        assert killed.returncode == -9, (kill_at, killed.stderr)
+        assert runq_process(home, pg_url, "runs", "list").returncode == 0  # the next command finishes the job
+        _wait_for_unlinking(home, pg_url)
+        assert indexed(home, pg_url, 0) == on_disk(home, False), (argv, kill_at)
+        assert indexed(home, pg_url, 1) == on_disk(home, True), (argv, kill_at)
+        for where in (False, True):  # no run outside the selection moved
+            assert others[where] <= set(on_disk(home, where)), (argv, kill_at)
+
+
+def _wait_for_unlinking(home, url):
+    """A detached unlinker killed or still at work: the next commands finish its batch."""
+    deadline = time.monotonic() + 30
+    while (home / "trash" / "runq-purging").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+        runq_process(home, url, "runs", "list")
+    assert not (home / "trash" / "runq-purging").exists()
