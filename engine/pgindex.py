@@ -25,25 +25,21 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 from . import indexer
 from .errors import HomeError, QueryError, QueryInterrupted
 
-SCHEMES = ("postgresql", "postgres")
 HOME_PARAMETER = "home"  # ?home=NAME in the URL: the home's name (else host name and real path)
 LOCK_CLASS = 0x72756E71  # "runq": the first key of every advisory lock runq takes
 CONNECT_TIMEOUT = 10
 INSTALL_HINT = "pip install 'runq[postgres]'"
-# Primary keys of the tables the indexer inserts into with INSERT OR IGNORE:
-# a COPY takes the first row of each key, as the insert would.
+# Primary keys (after `home`) of the tables the indexer inserts into with
+# INSERT OR REPLACE (an upsert) or INSERT OR IGNORE (a COPY of the first row
+# of each key, as the insert keeps).
 ROW_KEYS = {
-    "runs": ("key",),
+    "meta": ("key",),
     "attrs": ("run_key", "name"),
     "flags": ("run_key", "name"),
     "scalars": ("run_key", "tag", "prefix"),
     "tags": ("run_key", "tag"),
     "comments": ("run_key", "seq"),
 }
-
-
-def is_url(text):
-    return isinstance(text, str) and urlsplit(text).scheme in SCHEMES and "://" in text
 
 
 # The URL
@@ -107,6 +103,10 @@ def connect(target):
         raise HomeError(f"cannot connect to the index {target.shown}: {_reason(e, target)}") from None
     try:
         pgschema.install(conn)
+    except psycopg.Error as e:  # e.g. a role that may not create schemas
+        conn.close()
+        raise HomeError(f"cannot set up the index in {target.shown}: {_reason(e, target)}",
+                        hint="runq needs a role that may create schemas in the database") from None
     except BaseException:
         conn.close()
         raise
@@ -181,6 +181,9 @@ class PgIndex(indexer.Index):
         try:
             self.home_id = register_home(raw, home, target.home_name)
             _use_home(raw, self.home_id)
+        except _psycopg().Error as e:
+            raw.close()
+            raise HomeError(f"cannot register the home in {target.shown}: {_reason(e, target)}") from None
         except BaseException:
             raw.close()
             raise
@@ -305,7 +308,7 @@ class PgConnection:
 
         names = ", ".join(map(quoted, columns))
         if mode == "REPLACE":
-            keys = ROW_KEYS.get(table, (columns[0],))
+            keys = ROW_KEYS[table]
             updates = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in columns if c not in keys)
             sql = (f"INSERT INTO runq.{table} (home, {names}) VALUES (%s{', %s' * len(columns)})"
                    f" ON CONFLICT (home, {', '.join(map(quoted, keys))}) DO UPDATE SET {updates}")

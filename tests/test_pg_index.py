@@ -392,3 +392,15 @@ def _wait_for_unlinking(home, url):
         time.sleep(0.1)
         runq_process(home, url, "runs", "list")
     assert not (home / "trash" / "runq-purging").exists()
+
+
+def test_a_role_that_may_not_create_schemas_is_one_line(tmp_path, postgres, pg_url):
+    database = pg_url.rsplit("/", 1)[1]
+    postgres.psql("CREATE ROLE reader LOGIN PASSWORD 'reader-pw'", database=database) \
+        if not postgres.psql("SELECT 1 FROM pg_roles WHERE rolname = 'reader'", database=database).strip() else None
+    url = f"postgresql://reader:reader-pw@127.0.0.1:{postgres.port}/{database}"
+    home = make_home(tmp_path / "home", runs=2)
+    result = runq(home, url, "runs", "list")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("runq: cannot set up the index in postgresql://reader:***@")
+    assert "permission denied" in result.stderr and "reader-pw" not in result.stderr
