@@ -404,3 +404,40 @@ def test_a_role_that_may_not_create_schemas_is_one_line(tmp_path, postgres, pg_u
     assert result.exit_code == 1
     assert result.stderr.startswith("runq: cannot set up the index in postgresql://reader:***@")
     assert "permission denied" in result.stderr and "reader-pw" not in result.stderr
+
+
+def test_ctrl_c_stops_runq_sql_on_postgresql(tmp_path, pg_url):
+    import signal
+
+    home = make_home(tmp_path / "home", runs=2)
+    assert runq(home, pg_url, "index").exit_code == 0
+    proc = subprocess.Popen([str(RUNQ_SCRIPT), "-H", str(home), "--index", pg_url, "sql", "SELECT pg_sleep(60)"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    index = open_pg(home, pg_url)
+    try:
+        deadline = time.monotonic() + 30
+        while not index.conn.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+                                     " AND state = 'active'").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        index.close()
+    assert proc.returncode == 130
+    assert err == "runq: interrupted\n"
+
+
+def test_the_python_api_opens_a_postgresql_index(tmp_path, pg_url):
+    import runq
+
+    home = make_home(tmp_path / "home", runs=20)
+    with runq.open(str(home), index=f"{pg_url}?home=api") as index:
+        deleted = index.select(deleted=True)
+        assert sorted(run.id for run in deleted) == on_disk(home, True)
+        counts = index.sql("SELECT h.name, COUNT(*) FROM runs AS r JOIN homes AS h ON h.id = r.home"
+                           " WHERE r.deleted = ? GROUP BY 1", [1]).rows
+        assert counts == [("api", len(deleted))]
+        chosen = index.select("1:2", deleted=True)
+        outcome = index.purge(chosen)
+        assert sorted(outcome.done) == sorted(run.id for run in chosen)
+    assert indexed(home, f"{pg_url}?home=api", 1) == on_disk(home, True)
