@@ -16,6 +16,7 @@ import typer
 from typing_extensions import Annotated
 
 from .remote import read_ids, run_remote
+from ..engine.compiler import SPELLINGS
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
 from .completion import complete_run_ids, completer
@@ -46,6 +47,7 @@ class SelectionOptions:
     pending: Optional[bool]
     staged: Optional[bool]
     confirmed_ids: Optional[FrozenSet[str]] = None  # act only on these (--ids-from-stdin)
+    sql_dialect: str = "sqlite"  # the SQL --sql prints: as SQLite or as PostgreSQL runs it
 
     def selection(self, deleted, now):
         return build_selection(
@@ -136,6 +138,15 @@ OPTION_TYPES = {
         ),
     ],
     "status_chars": Annotated[Optional[str], typer.Option("-S", hidden=True, callback=_validate_status_chars)],
+    "sql_dialect": Annotated[
+        str,
+        typer.Option(
+            "--dialect",
+            metavar="DIALECT",
+            click_type=click.Choice(list(SPELLINGS)),
+            help="With --sql: print the SQL as this database runs it (sqlite or postgres).",
+        ),
+    ],
     "running": _status("running", "r", "Filter runs that are still running."),
     "completed": _status("completed", "c", "Filter completed runs."),
     "error": _status("error", "e", "Filter runs that exited with an error."),
@@ -161,7 +172,7 @@ TEXT_OPTIONS = {
     "started": "--started",
     "digest": "--digest",
 }
-DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None}
+DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None, "sql_dialect": "sqlite"}
 FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
 
 

@@ -642,15 +642,6 @@ def _seconds(microseconds):
     return exp.Paren(this=exp.Div(this=exp.Paren(this=microseconds), expression=exp.Literal.number(1000000), typed=True))
 
 
-def _clock_parts(seconds, mod):
-    """Hours, minutes and seconds of a number of seconds; `mod` builds x % 60."""
-    return (
-        exp.Div(this=seconds, expression=exp.Literal.number(3600), typed=True),
-        mod(exp.Paren(this=exp.Div(this=seconds, expression=exp.Literal.number(60), typed=True)), exp.Literal.number(60)),
-        mod(seconds, exp.Literal.number(60)),
-    )
-
-
 class SQLiteSpelling:
     """How a selection spells what SQLite and PostgreSQL spell differently
     (PostgresSpelling below): SQLite's words, the compiler's first dialect."""
@@ -674,8 +665,15 @@ class SQLiteSpelling:
     @staticmethod
     def clock_text(seconds):
         """H:MM:SS of a number of seconds, as Guild shows a run's time."""
-        parts = _clock_parts(seconds, lambda x, y: exp.Mod(this=x, expression=y))
-        return exp.Anonymous(this="printf", expressions=[exp.Literal.string("%d:%02d:%02d"), *parts])
+        return exp.Anonymous(
+            this="printf",
+            expressions=[
+                exp.Literal.string("%d:%02d:%02d"),
+                exp.Div(this=seconds, expression=exp.Literal.number(3600), typed=True),
+                exp.Mod(this=exp.Paren(this=exp.Div(this=seconds, expression=exp.Literal.number(60), typed=True)), expression=exp.Literal.number(60)),
+                exp.Mod(this=seconds, expression=exp.Literal.number(60)),
+            ],
+        )
 
     @staticmethod
     def truthy(number):
@@ -729,19 +727,8 @@ class PostgresSpelling(SQLiteSpelling):
     name = "postgres"
     dialect = RunqPostgres
 
-    @staticmethod
-    def local_time(seconds):
-        return pgdialect.local_time_text(seconds)
-
-    @staticmethod
-    def clock_text(seconds):
-        hours, minutes, secs = _clock_parts(seconds, pgdialect.modulo)
-        text = lambda x: exp.Cast(this=x, to=exp.DataType.build("TEXT"))
-        return exp.DPipe(
-            this=exp.DPipe(this=text(hours), expression=pgdialect.clock_field(minutes)),
-            expression=pgdialect.clock_field(secs),
-        )
-
+    local_time = staticmethod(pgdialect.local_time_text)
+    clock_text = staticmethod(pgdialect.clock_text)
     truthy = staticmethod(pgdialect.truthy)
     flag = staticmethod(lambda value: exp.Boolean(this=bool(value)))
     typed = staticmethod(lambda param, type_: exp.Cast(this=param, to=exp.DataType.build(type_)))

@@ -3,7 +3,7 @@ expressions whose SQLite form PostgreSQL reads differently or not at all.
 
 Both the compiler (selections) and pgschema (the views of schema.sql) build
 these, so a time shows as the same text in both. No `%` appears in the SQL
-they make (MOD, not %): psycopg reads `%` as the start of a parameter.
+they make: psycopg reads `%` as the start of a parameter.
 """
 
 import math
@@ -79,18 +79,10 @@ def any_of(_test, column, param):
     return exp.EQ(this=column, expression=exp.Any(this=exp.Paren(this=values)))
 
 
-def modulo(number, divisor):
-    """SQLite's x % y (the sign of x), without a `%`."""
-    return exp.Anonymous(this="MOD", expressions=[number, divisor])
-
-
-def clock_field(number):
-    """':' and printf's %02d of a number: at least two characters, zeros on the
-    left ('-5' stays '-5' and '-15' '-15', as in C)."""
-    text = exp.Cast(this=number, to=exp.DataType.build("TEXT"))
-    width = exp.Greatest(this=exp.Literal.number(2), expressions=[exp.Length(this=text.copy())])
-    padded = exp.Anonymous(this="LPAD", expressions=[text, width, exp.Literal.string("0")])
-    return exp.DPipe(this=exp.Literal.string(":"), expression=padded)
+def clock_text(seconds):
+    """printf('%d:%02d:%02d', hours, minutes, seconds): a function of schema
+    runq (pgschema), which spells it without `%`."""
+    return exp.Anonymous(this="runq_clock_text", expressions=[seconds])
 
 
 def bindable(value):

@@ -64,6 +64,16 @@ COLUMN_TYPES = {
 # compare by value (True == 1), strings by code point, lists item by item,
 # dicts only for equality; where Python raises TypeError the test is false.
 FUNCTIONS = r"""
+-- SQLite's printf('%d:%02d:%02d', s / 3600, (s / 60) % 60, s % 60): a run's
+-- time as Guild shows it (integer division and remainder take the sign of
+-- s, and %02d pads with zeros to two characters, a minus sign included).
+CREATE FUNCTION runq.runq_clock_text(s bigint) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (s / 3600)::text
+        || ':' || lpad(((s / 60) % 60)::text, greatest(2, length(((s / 60) % 60)::text)), '0')
+        || ':' || lpad((s % 60)::text, greatest(2, length((s % 60)::text)), '0')
+$$;
+
 CREATE FUNCTION runq.py_number(v jsonb) RETURNS numeric
 LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE jsonb_typeof(v) WHEN 'boolean' THEN (v::boolean)::int::numeric ELSE v::numeric END
