@@ -56,7 +56,7 @@ def main():
 
             server = pgserver.start(work / "postgres")
             url = server.url()
-        home = _generate(work / "home", args)
+        home = Path(args.home) if args.home else _generate(work / "home", args)
         indexes = {"SQLite": str(home / "cache" / "runq" / "index.db"), "PostgreSQL": f"{url}?home=bench"}
         results = {name: _bench_backend(home, index, args) for name, index in indexes.items()}
         if args.synthetic_runs > args.runs:
@@ -75,10 +75,13 @@ def _arguments():
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", default="realistic",
+                        help="samplehome profile: realistic, or fast (only what a listing reads; large homes)")
     parser.add_argument("--url", help="a PostgreSQL database to use (default: a private server)")
     parser.add_argument("--work", help="where the work directory goes (default: the system temp dir)")
     parser.add_argument("--synthetic-runs", type=int, default=0,
                         help="fill the shared PostgreSQL tables with other homes' copies up to this many runs")
+    parser.add_argument("--home", help="an existing home to use (its runq indexes are rebuilt) instead of a generated one")
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args()
 
@@ -86,7 +89,7 @@ def _arguments():
 def _generate(home, args):
     print(f"Generating {args.runs:,} runs into {home} ...", flush=True)
     subprocess.run([sys.executable, "-m", "runq.engine.samplehome", str(home), "--runs", str(args.runs),
-                    "--profile", "realistic", "--seed", str(args.seed)], check=True, cwd=REPO, capture_output=True)
+                    "--profile", args.profile, "--seed", str(args.seed)], check=True, cwd=REPO, capture_output=True)
     return home
 
 
