@@ -57,6 +57,7 @@ def main():
             server = pgserver.start(work / "postgres")
             url = server.url()
         home = Path(args.home) if args.home else _generate(work / "home", args)
+        (home / "cache" / "runq").mkdir(parents=True, exist_ok=True)  # an --index path's directory must exist
         indexes = {"SQLite": str(home / "cache" / "runq" / "index.db"), "PostgreSQL": f"{url}?home=bench"}
         results = {name: _bench_backend(home, index, args) for name, index in indexes.items()}
         if args.synthetic_runs > args.runs:

@@ -158,8 +158,12 @@ def _use_home(conn, home_id):
     from . import pgschema
 
     schema = home_schema(home_id)
-    if conn.execute("SELECT to_regclass(%s)", (f"{schema}.runs",)).fetchone()[0] is None:
-        pgschema.home_views(conn, home_id)
+    missing = "SELECT to_regclass(%s) IS NULL"
+    if conn.execute(missing, (f"{schema}.runs",)).fetchone()[0]:
+        with conn.transaction():  # two processes making them at once would collide in the catalog
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, home_id))
+            if conn.execute(missing, (f"{schema}.runs",)).fetchone()[0]:
+                pgschema.home_views(conn, home_id)
     conn.execute(f"SET search_path = {schema}, runq")
 
 
