@@ -197,15 +197,17 @@ def test_a_home_name_is_kept_and_another_name_for_it_is_refused(tmp_path, pg_url
 # Refreshing at once
 
 
-def test_two_processes_building_one_home_are_serialized(tmp_path, pg_url):
-    home = make_home(tmp_path / "home", runs=150)
+def test_processes_building_two_homes_at_once_each_get_their_home_whole(tmp_path, pg_url):
+    homes = [make_home(tmp_path / "first", runs=120), make_home(tmp_path / "second", runs=120, seed=2)]
+    starts = [homes[0], homes[1], homes[0], homes[1]]  # one home twice at once: serialized, not duplicated
     procs = [subprocess.Popen([str(RUNQ_SCRIPT), "-H", str(home), "--index", pg_url, "index"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for home in starts]
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
-    assert indexed(home, pg_url, 0) == on_disk(home, False)
-    assert indexed(home, pg_url, 1) == on_disk(home, True)
+    for home in homes:
+        assert indexed(home, pg_url, 0) == on_disk(home, False)
+        assert indexed(home, pg_url, 1) == on_disk(home, True)
 
 
 def test_a_home_being_written_blocks_only_itself(tmp_path, pg_url):
