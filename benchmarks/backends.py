@@ -110,6 +110,7 @@ def _median(home, index, argv, repeat, before=None):
         if before:
             before(i)
         samples.append(_runq(home, index, *argv)[0])
+    print(f"    {' '.join(argv)}: {statistics.median(samples):.2f} s", flush=True)
     return statistics.median(samples)
 
 

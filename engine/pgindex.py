@@ -192,7 +192,7 @@ class PgIndex(indexer.Index):
             raw.close()
             raise
         self.conn = PgConnection(raw, self.home_id, lock_wait or indexer.LockWait(), target.shown)
-        self.home_identity = home.identity()
+        self.home_identity = _storable_value(home.identity())  # as meta holds it: its NUL escaped
         self.dir_prefix = f"{home.path}/"
 
     def close(self):

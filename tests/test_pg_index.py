@@ -141,6 +141,19 @@ def test_a_refresh_follows_changes_incrementally(tmp_path, pg_url):
         assert [p for p, q in zip(pg, lite) if p != q] == [] and len(pg) == len(lite), table
 
 
+def test_a_refreshed_index_knows_its_home_so_no_refresh_means_none(tmp_path, pg_url):
+    home = make_home(tmp_path / "home", runs=6)
+    assert runq(home, pg_url, "index").exit_code == 0
+    index = open_pg(home, pg_url)
+    try:
+        assert not index.home_changed  # else every command would check every run
+    finally:
+        index.close()
+    (home / "runs" / on_disk(home, False)[0] / ".guild" / "attrs" / "label").write_text("unseen\n")
+    assert "unseen" not in runq(home, pg_url, "--no-refresh", "runs", "list", "-a").stdout
+    assert "unseen" in runq(home, pg_url, "runs", "list", "-a").stdout
+
+
 def test_runq_index_shows_the_backend_the_home_and_counts(tmp_path, pg_url):
     home = make_home(tmp_path / "home")
     result = runq(home, f"{pg_url}?home=lab", "index")
