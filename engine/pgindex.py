@@ -207,7 +207,7 @@ class PgIndex(indexer.Index):
         return row[0] if row else None
 
     def size(self):
-        """Bytes of the shared tables (all homes) and of this home's rows."""
+        """Bytes of the shared tables, every home's rows."""
         row = self.conn.execute(
             "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
             " JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = 'runq' AND c.relkind = 'r'"
@@ -305,25 +305,32 @@ class PgConnection:
             time.sleep(0.02)
 
     def _insert(self, table, columns, mode, rows):
-        """Rows inserted into the shared table with the home's id: upserted
-        (INSERT OR REPLACE), else copied, the first row of a key winning as
-        with INSERT OR IGNORE."""
-        from .pgschema import quoted
-
-        names = ", ".join(map(quoted, columns))
+        """Rows into the shared table, with the home's id: upserted for
+        INSERT OR REPLACE, else copied (the first row of a key kept, as
+        INSERT OR IGNORE keeps it)."""
         if mode == "REPLACE":
-            keys = ROW_KEYS[table]
-            updates = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in columns if c not in keys)
-            sql = (f"INSERT INTO runq.{table} (home, {names}) VALUES (%s{', %s' * len(columns)})"
-                   f" ON CONFLICT (home, {', '.join(map(quoted, keys))}) DO UPDATE SET {updates}")
-            cursor = self.pg.cursor()
-            cursor.executemany(sql, [(self.home_id, *_storable(row)) for row in rows])
-            return cursor
+            return self._upsert(table, columns, rows)
         if mode == "IGNORE":
             rows = _first_of_each_key(rows, [columns.index(c) for c in ROW_KEYS[table]])
+        return self._copy(table, columns, rows)
+
+    def _upsert(self, table, columns, rows):
+        from .pgschema import quoted
+
+        keys = ROW_KEYS[table]
+        updates = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in columns if c not in keys)
+        sql = (f"INSERT INTO runq.{table} (home, {', '.join(map(quoted, columns))}) VALUES (%s{', %s' * len(columns)})"
+               f" ON CONFLICT (home, {', '.join(map(quoted, keys))}) DO UPDATE SET {updates}")
+        cursor = self.pg.cursor()
+        cursor.executemany(sql, [(self.home_id, *_storable(row)) for row in rows])
+        return cursor
+
+    def _copy(self, table, columns, rows):
+        from .pgschema import quoted
+
         converters = self._converters(table, columns)
         with self.pg.cursor() as cursor:
-            with cursor.copy(f"COPY runq.{table} (home, {names}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY runq.{table} (home, {', '.join(map(quoted, columns))}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row((self.home_id, *[convert(v) for convert, v in zip(converters, row)]))
         return cursor
