@@ -202,6 +202,22 @@ class PgIndex(indexer.Index):
     def query_conn(self):
         return self.conn.pg  # the home's views first on its search path
 
+    def delete_rows(self, run_ids):
+        """As Index.delete_rows, one statement a table (not one a run: a round trip each)."""
+        ids = list(run_ids)
+        if not ids:
+            return
+        for table in indexer.CHILD_TABLES:
+            self.conn.execute(f"DELETE FROM {table} WHERE run_key IN (SELECT key FROM runs WHERE id = ANY(?))", (ids,))
+        self.conn.execute("DELETE FROM runs WHERE id = ANY(?)", (ids,))
+
+    def move_rows(self, run_ids, deleted):
+        """As Index.move_rows, in one statement."""
+        ids = list(run_ids)
+        if ids:
+            self.conn.execute("UPDATE runs SET deleted = ?, dir = ? || id WHERE id = ANY(?)",
+                              (deleted, indexer.relative_dir("", deleted), ids))
+
     def home_name(self):
         row = self.conn.execute("SELECT name FROM runq.homes WHERE id = ?", (self.home_id,)).fetchone()
         return row[0] if row else None
