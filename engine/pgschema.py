@@ -156,13 +156,27 @@ BEGIN
 END
 $$;
 
--- JSON text as jsonb, or NULL where jsonb refuses it (NaN, Infinity).
+-- JSON text as Python's json writes it, as jsonb: NaN, which json.loads
+-- reads as one shared float (equal to itself in a list, as `is` finds it,
+-- and to no number), becomes {"runq:nan": true}; the infinities become
+-- numbers past any float. Outside strings only: each match is a string, a
+-- non-finite token, or other text. NULL for text that is no JSON.
 CREATE FUNCTION runq.py_json(text_value text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     RETURN text_value::jsonb;
 EXCEPTION WHEN others THEN
-    RETURN NULL;
+    BEGIN
+        RETURN (
+            SELECT string_agg(
+                CASE m[2] WHEN 'NaN' THEN '{"runq:nan": true}' WHEN 'Infinity' THEN '1e100000'
+                    WHEN '-Infinity' THEN '-1e100000' ELSE coalesce(m[1], m[3]) END, '' ORDER BY n)
+            FROM regexp_matches(text_value, '("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)|([^"NI-]+|.)', 'g')
+                WITH ORDINALITY AS t(m, n)
+        )::jsonb;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
 END
 $$;
 
