@@ -33,6 +33,8 @@ DIALECT = "postgres"
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 # pg_advisory_xact_lock's key while installing: "runq" in ASCII.
 INSTALL_LOCK = 0x72756E71
+# What an upgrade keeps in schema runq: who the homes are, and the version.
+KEPT_ON_UPGRADE = ("homes", "meta_schema")
 
 HOMES_DDL = """
 CREATE TABLE IF NOT EXISTS runq.homes (
@@ -427,12 +429,11 @@ def install(conn):
 
 
 def _drop_index_objects(conn):
-    """Everything in schema `runq` but the homes and the schema version."""
-    kept = ("homes", "meta_schema")
+    """Everything in schema `runq` but KEPT_ON_UPGRADE."""
     relations = conn.execute(
         "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'runq' AND c.relkind IN ('r', 'v') AND NOT c.relname = ANY(%s)",
-        (list(kept),),
+        (list(KEPT_ON_UPGRADE),),
     ).fetchall()
     for name, relkind in relations:
         kind = "VIEW" if relkind == "v" else "TABLE"
@@ -450,6 +451,7 @@ def home_views(conn, home_id):
     home's rows (idempotent)."""
     schema = home_schema(home_id)
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK,))  # machines registering at once
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for name, columns in {**sqlite_tables(), **sqlite_views()}.items():
             conn.execute(

@@ -101,19 +101,27 @@ def test_install_is_idempotent_and_upgrades_keep_homes(conn):
     assert conn.execute("SELECT count(*) FROM runs_view").fetchone() == (0,)
 
 
-def test_two_machines_installing_at_once_do_not_collide(pg_url):
+def _at_once(pg_url, work, count=4):
+    """Errors of `work(conn)` run by `count` connections at once."""
     errors = []
 
-    def install():
+    def run():
         try:
             with psycopg.connect(pg_url, autocommit=True) as conn:
-                pgschema.install(conn)
+                work(conn)
         except Exception as e:  # noqa: BLE001 - the test reports whatever went wrong
             errors.append(e)
 
-    threads = [threading.Thread(target=install) for _ in range(4)]
+    threads = [threading.Thread(target=run) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_two_machines_installing_at_once_do_not_collide(pg_url):
+    assert _at_once(pg_url, pgschema.install) == []
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        home = conn.execute("INSERT INTO runq.homes (host, path) VALUES ('h', '/p') RETURNING id").fetchone()[0]
+    assert _at_once(pg_url, lambda conn: pgschema.home_views(conn, home)) == []
