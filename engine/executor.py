@@ -226,10 +226,18 @@ def _python_matches(conn, params):
 
 def set_local_time_zone(conn):
     """Times show as local time text, as SQLite's 'localtime' shows them:
-    PostgreSQL formats them in the session's time zone."""
-    from .pgdialect import local_time_zone
+    PostgreSQL formats them in the session's time zone. A zone it does not
+    know (a $TZ only the C library reads) gives way to the current offset."""
+    import psycopg
 
-    conn.execute("SELECT set_config('TimeZone', %s, false)", (local_time_zone(),))
+    from .pgdialect import fixed_offset_zone, local_time_zone
+
+    set_zone = "SELECT set_config('TimeZone', %s, false)"
+    try:
+        with conn.transaction():
+            conn.execute(set_zone, (local_time_zone(),))
+    except psycopg.errors.InvalidParameterValue:
+        conn.execute(set_zone, (fixed_offset_zone(),))
 
 
 _selected_run = SelectedRun._make

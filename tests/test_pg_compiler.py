@@ -297,7 +297,9 @@ def test_run_time_text_is_sqlites_printf(pg):
 MOMENTS = [0, 1, 86399, 1700000000, 1711846800, 1730595600, 1751000000, 2000000000]
 
 
-@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York", "Australia/Lord_Howe"])
+@pytest.mark.parametrize(
+    "zone", ["UTC", "Asia/Kolkata", "America/New_York", "Australia/Lord_Howe", "IST-5:30", "Nowhere/Else"]
+)
 def test_local_time_text_is_sqlites_localtime(pg, monkeypatch, zone):
     monkeypatch.setenv("TZ", zone)
     time.tzset()
