@@ -408,3 +408,16 @@ def test_text_compares_by_code_point_in_any_locale(tmp_path, postgres):
         assert sqlite == postgres_answer and sqlite[1] is None, expr
     below_a = _selects(indexes, ["-F", "label < a"])[1][0]
     assert ids[0] in below_a and ids[1] not in below_a
+
+
+def test_as_many_joined_tables_as_sqlite_joins(tmp_path, pg_url):
+    """SQLite joins at most 64 tables (21 unprefixed names); PostgreSQL would
+    plan hundreds for minutes, in gigabytes: both refuse past 64."""
+    _small_home(tmp_path / "home", {})
+    indexes = _both(tmp_path / "home", pg_url)
+    names = lambda count: " or ".join(f"x{i} = {i}" for i in range(count))
+    sqlite, postgres = _selects(indexes, ["-F", names(21)])
+    assert sqlite == postgres == ([], None)
+    sqlite, postgres = _selects(indexes, ["-F", names(22)])
+    assert sqlite[0] is None and "64 tables" in sqlite[1]
+    assert postgres[0] is None and "64 tables" in postgres[1]
