@@ -346,41 +346,61 @@ def _add_home(select, outer=None):
         _add_home(subquery.this, outer=alias)
 
 
-def _localtime(call):
-    """datetime(CAST(x / 1000000 AS INTEGER), 'unixepoch', 'localtime')"""
+def _sqlite_function(call):
+    """datetime(CAST(x / 1000000 AS INTEGER), 'unixepoch', 'localtime'): local time text."""
+    if call.name.lower() != "datetime":
+        return call
     seconds = call.expressions[0]
     return local_time_text(seconds.this if isinstance(seconds, exp.Cast) else seconds)
 
 
 def _sorted_concat(node):
-    """group_concat in the order of SQLite's index on it (the column's)."""
-    order = exp.Order(expressions=[exp.Ordered(this=code_point_order(node.this.copy()))])
-    node.set("this", exp.Order(this=node.this, expressions=order.expressions))
+    """group_concat in the order SQLite reads the rows: the column's (by its index)."""
+    ordered = exp.Ordered(this=code_point_order(node.this.copy()))
+    node.set("this", exp.Order(this=node.this, expressions=[ordered]))
     return node
 
 
 def _as_text(node):
     """COALESCE over columns of several types: SQLite's value column has none."""
-    args = [node.this, *node.expressions]
-    cast = [exp.Cast(this=a, to=exp.DataType.build("TEXT")) for a in args]
+    cast = [exp.Cast(this=a, to=exp.DataType.build("TEXT")) for a in (node.this, *node.expressions)]
     return exp.Coalesce(this=cast[0], expressions=cast[1:])
 
 
+def _integer_condition(branch):
+    """CASE WHEN column: SQLite reads an integer as a condition."""
+    if isinstance(branch.this, exp.Column):
+        branch.set("this", truthy(branch.this))
+    return branch
+
+
+def _integer_result(alias):
+    """A condition shown as a column: SQLite's 0 or 1."""
+    if isinstance(alias.this, exp.Predicate):
+        alias.set("this", exp.Cast(this=alias.this, to=exp.DataType.build("INT")))
+    return alias
+
+
+def _plain_division(div):
+    # sqlglot reads SQLite's x / y as NULL for y = 0 (NULLIF); the divisors here are literals.
+    div.set("safe", False)
+    return div
+
+
+VIEW_REWRITES = {
+    exp.Anonymous: _sqlite_function,
+    exp.GroupConcat: _sorted_concat,
+    exp.Coalesce: _as_text,
+    exp.If: _integer_condition,
+    exp.Alias: _integer_result,
+    exp.Div: _plain_division,
+}
+
+
 def _rewrite(node):
-    replacement = None
-    if isinstance(node, exp.Anonymous) and node.name.lower() == "datetime":
-        replacement = _localtime(node)
-    elif isinstance(node, exp.GroupConcat):
-        replacement = _sorted_concat(node)
-    elif isinstance(node, exp.Coalesce):
-        replacement = _as_text(node)
-    elif isinstance(node, exp.If) and isinstance(node.this, exp.Column):
-        node.set("this", truthy(node.this))
-    elif isinstance(node, exp.Alias) and isinstance(node.this, exp.Predicate):
-        node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("INT")))  # SQLite's 0/1
-    elif isinstance(node, exp.Div):
-        node.set("safe", False)  # SQLite's NULL for x/0 needs no NULLIF: the divisor is a literal
-    if replacement is not None and replacement is not node:
+    rewrite = VIEW_REWRITES.get(type(node))
+    replacement = rewrite(node) if rewrite else node
+    if replacement is not node:
         node.replace(replacement)
 
 
