@@ -18,6 +18,8 @@ import time
 from itertools import groupby
 from typing import NamedTuple, Optional
 
+from sqlglot import exp
+
 from .compiler import RUN_COLUMNS
 from .errors import HomeError, QueryError, QueryInterrupted, SelectionError
 
@@ -187,6 +189,11 @@ def _select_in_sqlite(conn, compiled):
 
 # PostgreSQL: the same selections, compiled for it (engine/pgdialect.py)
 
+# SQLite joins at most 64 tables; PostgreSQL plans that many LEFT JOINs in
+# under a second, but takes minutes and gigabytes for a few hundred. Both
+# refuse the same selections (a filter naming over 21 values).
+MAX_JOINED_TABLES = 64
+
 PATTERN_TESTS = {
     "regexp": lambda pattern, text: regexp(pattern, text),
     "fnmatch": lambda pattern, text: shell_match(text, pattern),
@@ -198,12 +205,22 @@ def _select_in_postgres(conn, compiled):
 
     if compiled.dialect != "postgres":
         raise ValueError("a selection run in PostgreSQL is compiled with dialect='postgres'")
+    _check_joined_tables(compiled.expression)
     try:
         params = _python_matches(conn, compiled.bound_params())
         set_local_time_zone(conn)
         return _rows_to_runs(compiled, conn.execute(compiled.sql(), params).fetchall())
     except psycopg.Error as e:
         raise SelectionError(f"the index cannot run this selection: {e}".strip()) from None
+
+
+def _check_joined_tables(query):
+    joined = max(len(select.args.get("joins") or ()) + 1 for select in query.find_all(exp.Select))
+    if joined > MAX_JOINED_TABLES:
+        raise SelectionError(
+            f"the index cannot run this selection: at most {MAX_JOINED_TABLES} tables in a join",
+            hint="name fewer attributes, flags and scalars in one filter",
+        )
 
 
 def _python_matches(conn, params):
@@ -226,10 +243,18 @@ def _python_matches(conn, params):
 
 def set_local_time_zone(conn):
     """Times show as local time text, as SQLite's 'localtime' shows them:
-    PostgreSQL formats them in the session's time zone."""
-    from .pgdialect import local_time_zone
+    PostgreSQL formats them in the session's time zone. A zone it does not
+    know (a $TZ only the C library reads) gives way to the current offset."""
+    import psycopg
 
-    conn.execute("SELECT set_config('TimeZone', %s, false)", (local_time_zone(),))
+    from .pgdialect import fixed_offset_zone, local_time_zone
+
+    set_zone = "SELECT set_config('TimeZone', %s, false)"
+    try:
+        with conn.transaction():
+            conn.execute(set_zone, (local_time_zone(),))
+    except psycopg.errors.InvalidParameterValue:
+        conn.execute(set_zone, (fixed_offset_zone(),))
 
 
 _selected_run = SelectedRun._make

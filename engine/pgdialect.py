@@ -108,11 +108,12 @@ def local_time_zone():
     link = os.path.realpath("/etc/localtime")
     if "/zoneinfo/" in link:
         return link.split("/zoneinfo/", 1)[1]
-    return _fixed_offset(time.localtime().tm_gmtoff)
+    return fixed_offset_zone()
 
 
-def _fixed_offset(seconds_east):
-    """A POSIX zone of a fixed offset: <+0530>-05:30 (POSIX counts west)."""
+def fixed_offset_zone():
+    """A POSIX zone of the current offset from UTC: <+0530>-05:30 (POSIX counts west)."""
+    seconds_east = time.localtime().tm_gmtoff
     sign = "+" if seconds_east >= 0 else "-"
     hours, minutes = divmod(abs(seconds_east) // 60, 60)
     west = "-" if seconds_east >= 0 else "+"

@@ -33,6 +33,8 @@ DIALECT = "postgres"
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "schema.sql"
 # pg_advisory_xact_lock's key while installing: "runq" in ASCII.
 INSTALL_LOCK = 0x72756E71
+# What an upgrade keeps in schema runq: who the homes are, and the version.
+KEPT_ON_UPGRADE = ("homes", "meta_schema")
 
 HOMES_DDL = """
 CREATE TABLE IF NOT EXISTS runq.homes (
@@ -156,13 +158,27 @@ BEGIN
 END
 $$;
 
--- JSON text as jsonb, or NULL where jsonb refuses it (NaN, Infinity).
+-- JSON text as Python's json writes it, as jsonb: NaN, which json.loads
+-- reads as one shared float (equal to itself in a list, as `is` finds it,
+-- and to no number), becomes {"runq:nan": true}; the infinities become
+-- numbers past any float. Outside strings only: each match is a string, a
+-- non-finite token, or other text. NULL for text that is no JSON.
 CREATE FUNCTION runq.py_json(text_value text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     RETURN text_value::jsonb;
 EXCEPTION WHEN others THEN
-    RETURN NULL;
+    BEGIN
+        RETURN (
+            SELECT string_agg(
+                CASE m[2] WHEN 'NaN' THEN '{"runq:nan": true}' WHEN 'Infinity' THEN '1e100000'
+                    WHEN '-Infinity' THEN '-1e100000' ELSE coalesce(m[1], m[3]) END, '' ORDER BY n)
+            FROM regexp_matches(text_value, '("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)|([^"NI-]+|.)', 'g')
+                WITH ORDINALITY AS t(m, n)
+        )::jsonb;
+    EXCEPTION WHEN others THEN
+        RETURN NULL;
+    END;
 END
 $$;
 
@@ -330,41 +346,61 @@ def _add_home(select, outer=None):
         _add_home(subquery.this, outer=alias)
 
 
-def _localtime(call):
-    """datetime(CAST(x / 1000000 AS INTEGER), 'unixepoch', 'localtime')"""
+def _sqlite_function(call):
+    """datetime(CAST(x / 1000000 AS INTEGER), 'unixepoch', 'localtime'): local time text."""
+    if call.name.lower() != "datetime":
+        return call
     seconds = call.expressions[0]
     return local_time_text(seconds.this if isinstance(seconds, exp.Cast) else seconds)
 
 
 def _sorted_concat(node):
-    """group_concat in the order of SQLite's index on it (the column's)."""
-    order = exp.Order(expressions=[exp.Ordered(this=code_point_order(node.this.copy()))])
-    node.set("this", exp.Order(this=node.this, expressions=order.expressions))
+    """group_concat in the order SQLite reads the rows: the column's (by its index)."""
+    ordered = exp.Ordered(this=code_point_order(node.this.copy()))
+    node.set("this", exp.Order(this=node.this, expressions=[ordered]))
     return node
 
 
 def _as_text(node):
     """COALESCE over columns of several types: SQLite's value column has none."""
-    args = [node.this, *node.expressions]
-    cast = [exp.Cast(this=a, to=exp.DataType.build("TEXT")) for a in args]
+    cast = [exp.Cast(this=a, to=exp.DataType.build("TEXT")) for a in (node.this, *node.expressions)]
     return exp.Coalesce(this=cast[0], expressions=cast[1:])
 
 
+def _integer_condition(branch):
+    """CASE WHEN column: SQLite reads an integer as a condition."""
+    if isinstance(branch.this, exp.Column):
+        branch.set("this", truthy(branch.this))
+    return branch
+
+
+def _integer_result(alias):
+    """A condition shown as a column: SQLite's 0 or 1."""
+    if isinstance(alias.this, exp.Predicate):
+        alias.set("this", exp.Cast(this=alias.this, to=exp.DataType.build("INT")))
+    return alias
+
+
+def _plain_division(div):
+    # sqlglot reads SQLite's x / y as NULL for y = 0 (NULLIF); the divisors here are literals.
+    div.set("safe", False)
+    return div
+
+
+VIEW_REWRITES = {
+    exp.Anonymous: _sqlite_function,
+    exp.GroupConcat: _sorted_concat,
+    exp.Coalesce: _as_text,
+    exp.If: _integer_condition,
+    exp.Alias: _integer_result,
+    exp.Div: _plain_division,
+}
+
+
 def _rewrite(node):
-    replacement = None
-    if isinstance(node, exp.Anonymous) and node.name.lower() == "datetime":
-        replacement = _localtime(node)
-    elif isinstance(node, exp.GroupConcat):
-        replacement = _sorted_concat(node)
-    elif isinstance(node, exp.Coalesce):
-        replacement = _as_text(node)
-    elif isinstance(node, exp.If) and isinstance(node.this, exp.Column):
-        node.set("this", truthy(node.this))
-    elif isinstance(node, exp.Alias) and isinstance(node.this, exp.Predicate):
-        node.set("this", exp.Cast(this=node.this, to=exp.DataType.build("INT")))  # SQLite's 0/1
-    elif isinstance(node, exp.Div):
-        node.set("safe", False)  # SQLite's NULL for x/0 needs no NULLIF: the divisor is a literal
-    if replacement is not None and replacement is not node:
+    rewrite = VIEW_REWRITES.get(type(node))
+    replacement = rewrite(node) if rewrite else node
+    if replacement is not node:
         node.replace(replacement)
 
 
@@ -413,12 +449,11 @@ def install(conn):
 
 
 def _drop_index_objects(conn):
-    """Everything in schema `runq` but the homes and the schema version."""
-    kept = ("homes", "meta_schema")
+    """Everything in schema `runq` but KEPT_ON_UPGRADE."""
     relations = conn.execute(
         "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'runq' AND c.relkind IN ('r', 'v') AND NOT c.relname = ANY(%s)",
-        (list(kept),),
+        (list(KEPT_ON_UPGRADE),),
     ).fetchall()
     for name, relkind in relations:
         kind = "VIEW" if relkind == "v" else "TABLE"
@@ -436,6 +471,7 @@ def home_views(conn, home_id):
     home's rows (idempotent)."""
     schema = home_schema(home_id)
     with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (INSTALL_LOCK,))  # machines registering at once
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for name, columns in {**sqlite_tables(), **sqlite_views()}.items():
             conn.execute(

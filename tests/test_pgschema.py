@@ -4,6 +4,7 @@ with a `home` column and seen one home at a time in `runq_home_<id>`."""
 
 import sqlite3
 import threading
+from datetime import datetime
 
 import pytest
 
@@ -101,19 +102,59 @@ def test_install_is_idempotent_and_upgrades_keep_homes(conn):
     assert conn.execute("SELECT count(*) FROM runs_view").fetchone() == (0,)
 
 
-def test_two_machines_installing_at_once_do_not_collide(pg_url):
+def _at_once(pg_url, work, count=4):
+    """Errors of `work(conn)` run by `count` connections at once."""
     errors = []
 
-    def install():
+    def run():
         try:
             with psycopg.connect(pg_url, autocommit=True) as conn:
-                pgschema.install(conn)
+                work(conn)
         except Exception as e:  # noqa: BLE001 - the test reports whatever went wrong
             errors.append(e)
 
-    threads = [threading.Thread(target=install) for _ in range(4)]
+    threads = [threading.Thread(target=run) for _ in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    return errors
+
+
+def test_two_machines_installing_at_once_do_not_collide(pg_url):
+    assert _at_once(pg_url, pgschema.install) == []
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        home = conn.execute("INSERT INTO runq.homes (host, path) VALUES ('h', '/p') RETURNING id").fetchone()[0]
+    assert _at_once(pg_url, lambda conn: pgschema.home_views(conn, home)) == []
+
+
+def _shown(value):
+    """A value as compared across the two databases: numbers by value (numeric
+    text is 0.00001 where SQLite's REAL shows 1e-05)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return str(value)
+
+
+def test_views_show_what_sqlites_show(tmp_path, pg_url):
+    import pgloader
+
+    from runq.engine import executor
+    from runq.engine.samplehome import HomeSpec, generate_home
+
+    generate_home(tmp_path / "home", HomeSpec(runs=30, seed=2, profile="fidelity"), datetime(2026, 11, 29, 12))
+    path = pgloader.decoded_sqlite_index(tmp_path / "home")
+    sqlite = sqlite3.connect(path)
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        pgloader.use_home(pg, pgloader.load(path, pg))
+        executor.set_local_time_zone(pg)
+        for view, columns in pgschema.sqlite_views().items():
+            names = ", ".join(map(pgschema.quoted, columns))
+            rows = [
+                sorted((tuple(map(_shown, row)) for row in conn.execute(f"SELECT {names} FROM {view}")), key=repr)
+                for conn in (sqlite, pg)
+            ]
+            assert rows[0] and rows[0] == rows[1], view
