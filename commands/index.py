@@ -13,7 +13,6 @@ from .session import open_index, say_waiting
 from ..engine.api import open_store
 from ..engine.home import locate_index, resolve_home
 from ..engine.indexer import LockWait, drop_index, kept_files, rebuild_index
-from ..engine.pgindex import home_schema
 
 
 def index(
@@ -73,7 +72,7 @@ def _store_rows(index, location):
     name = index.home_name()
     return [
         ("Backend", index.backend),
-        ("Home id", f"{index.home_id}{f' ({name})' if name else ''}, views in schema {home_schema(index.home_id)}"),
+        ("Home id", f"{index.home_id}{f' ({name})' if name else ''}, views in schema {index.views_schema}"),
         ("Size", f"{size_text(index.size())} (schema runq, every home)"),
     ]
 

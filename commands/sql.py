@@ -17,7 +17,6 @@ from typing_extensions import Annotated
 from .session import open_index
 from ..engine.attrs import LAZY_ATTRS
 from ..engine.errors import QueryError
-from ..engine.pgindex import read_only_query
 from ..engine.script import option_params, script_params
 
 WIDTH_SAMPLE_ROWS = 1000  # the table's column widths come from the first rows; later ones may overflow
@@ -53,6 +52,8 @@ def sql(
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
     index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would
+    from ..engine.pgindex import read_only_query  # out of start-up, as every command imports this module
+
     query = read_only_query(index.conn, text, bound, timeout or None)
     with _stopped_by_ctrl_c(query), query as running:
         lines = json_lines(running.columns, running) if as_json else table_lines(running.columns, running)

@@ -24,7 +24,6 @@ from .errors import HomeError, SelectionError
 from .executor import stored_attrs
 from .home import DELETED, LIVE, locate_index, resolve_home
 from .indexer import Index, rebuild_index
-from .pgindex import read_only_query
 from .purge import finish_pending
 from .selection import STATUSES, build_selection
 
@@ -223,6 +222,8 @@ class RunIndex:
     def sql(self, query, params=None, *, timeout=None):
         """Runs read-only SQL over the index (anything else is refused), binding
         `params` (a sequence, or a mapping for :name); `timeout` in seconds."""
+        from .pgindex import read_only_query  # its module (and psycopg's) stays out of start-up
+
         with read_only_query(self.index.conn, query, params, timeout) as running:
             return SqlResult(running.columns, list(running))
 

@@ -202,6 +202,10 @@ class PgIndex(indexer.Index):
     def query_conn(self):
         return self.conn.pg  # the home's views first on its search path
 
+    @property
+    def views_schema(self):
+        return home_schema(self.home_id)
+
     def delete_rows(self, run_ids):
         """As Index.delete_rows, one statement a table (not one a run: a round trip each)."""
         ids = list(run_ids)
