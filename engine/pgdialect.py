@@ -45,13 +45,6 @@ def truthy(number):
     return exp.NEQ(this=number, expression=exp.Literal.number(0))
 
 
-def zero_padded(number):
-    """printf's %02d: at least two characters, zeros on the left of a
-    non-negative number ('-5' stays '-5', as in C)."""
-    spaced = exp.Anonymous(this="format", expressions=[exp.Literal.string("%2s"), number])
-    return exp.Anonymous(this="replace", expressions=[spaced, exp.Literal.string(" "), exp.Literal.string("0")])
-
-
 def code_point_order(text):
     """Text compared as Python compares str: by code point, whatever the
     database's locale."""

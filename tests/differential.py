@@ -59,9 +59,8 @@ def home_fingerprint(home):
     digest = hashlib.sha1()
     for root, dirs, files in os.walk(home):
         relative = Path(root).relative_to(home)
-        if relative.parts[:1] == ("cache",):
-            dirs[:] = []
-            continue
+        if relative == Path("."):
+            dirs[:] = [name for name in dirs if name != "cache"]  # not walked either
         digest.update("\0".join(dirs).encode() + b"\0")
         for name in files:
             path = Path(root, name)

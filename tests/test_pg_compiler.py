@@ -421,3 +421,19 @@ def test_as_many_joined_tables_as_sqlite_joins(tmp_path, pg_url):
     sqlite, postgres = _selects(indexes, ["-F", names(22)])
     assert sqlite[0] is None and "64 tables" in sqlite[1]
     assert postgres[0] is None and "64 tables" in postgres[1]
+
+
+def test_a_pattern_that_backtracks_for_ever_stops_in_postgres_too(tmp_path, pg_url, monkeypatch):
+    """The -Fo regular expression runs in Python, with its time limit, whichever the database."""
+    home = tmp_path / "home"
+    generate_home(home, HomeSpec(runs=4, seed=5, profile="realistic", sourcecode_files=0, deleted_fraction=0), NOW)
+    run = sorted((home / "runs").iterdir())[0]
+    (run / ".guild" / "opref").write_text(f"guildfile:/p/guild.yml abc '' {'a' * 40}b\n")
+    indexes = _both(home, pg_url)
+    monkeypatch.setattr(executor, "PATTERN_SECONDS", 0.2)
+    executor._search.cache_clear()
+    sqlite, postgres = _selects(indexes, ["-Fo", "^(a|aa)+$"])
+    assert sqlite[0] is None and postgres[0] is None
+    assert sqlite[1].startswith("the pattern '^(a|aa)+$' took over 0.2 s")
+    assert postgres[1] == sqlite[1]
+    assert _selects(indexes, ["-Fo", "^a+b$"]) == (([run.name], None), ([run.name], None))
