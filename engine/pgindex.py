@@ -160,10 +160,14 @@ def _use_home(conn, home_id):
     schema = home_schema(home_id)
     missing = "SELECT to_regclass(%s) IS NULL"
     if conn.execute(missing, (f"{schema}.runs",)).fetchone()[0]:
-        with conn.transaction():  # two processes making them at once would collide in the catalog
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, home_id))
+        try:
+            with conn.transaction():  # two processes making them at once would collide in the catalog
+                conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, home_id))
+                if conn.execute(missing, (f"{schema}.runs",)).fetchone()[0]:
+                    pgschema.home_views(conn, home_id)
+        except _psycopg().errors.UniqueViolation:  # made meanwhile by another process (an upgrade's)
             if conn.execute(missing, (f"{schema}.runs",)).fetchone()[0]:
-                pgschema.home_views(conn, home_id)
+                raise
     conn.execute(f"SET search_path = {schema}, runq")
 
 
