@@ -124,12 +124,12 @@ def root(
         ),
     ] = None,
     index_path: Annotated[
-        Optional[Path],
+        Optional[str],  # a path, or a postgresql:// URL (a Path would merge its slashes)
         typer.Option(
             "--index",
-            metavar="PATH",
+            metavar="PATH|URL",
             help="Index database (default: $RUNQ_INDEX, else <home>/cache/runq/index.db, or the user "
-            "cache directory for a read-only or network home).",
+            "cache directory for a read-only or network home), or postgresql://USER@HOST/DB[?home=NAME].",
         ),
     ] = None,
     no_refresh: Annotated[

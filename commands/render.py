@@ -337,8 +337,16 @@ def sql_script(compiled):
     """The query and its parameters as a valid SQL script."""
     lines = [f"-- {line}" for line in _lazy_note(compiled.lazy_attrs)]
     lines.append(compiled.sql(pretty=True) + ";")
-    lines += [f"-- :{name} = {sql_literal(value)}" for name, value in compiled.params.items()]
+    lines += [f"-- :{name} = {_param_text(value)}" for name, value in compiled.params.items()]
     return "\n".join(lines)
+
+
+def _param_text(value):
+    from ..engine.pgdialect import PythonMatch  # sqlglot's, loaded already by what compiled the query
+
+    if isinstance(value, PythonMatch):  # PostgreSQL's -Fo patterns: runq fills these in as it runs
+        return f"{value} (a text[] found as the selection runs)"
+    return sql_literal(value)
 
 
 def plan_lines(rows):

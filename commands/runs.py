@@ -312,13 +312,23 @@ def _select(settings, options, source, show_sql, archive=None):
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
+    _check_dialect(options.sql_dialect, show_sql)
     if show_sql:
         from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain
 
-        _show_query(compile_selection(selection, settings.now), show_sql)
+        _show_query(compile_selection(selection, settings.now, options.sql_dialect), show_sql)
         return None
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
     return Selected(index, index.select_built(selection, settings.now))
+
+
+def _check_dialect(dialect, shown):
+    if dialect == "sqlite":
+        return
+    if "sql" not in shown:
+        raise SelectionError("--dialect only applies to the SQL --sql prints", hint="add --sql")
+    if "plan" in shown:
+        raise SelectionError("--explain shows SQLite's query plan", hint="leave out --explain or --dialect")
 
 
 def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=False):

@@ -44,6 +44,7 @@ class SelectionOptions:
     pending: Optional[bool]
     staged: Optional[bool]
     confirmed_ids: Optional[FrozenSet[str]] = None  # act only on these (--ids-from-stdin)
+    sql_dialect: str = "sqlite"  # the SQL --sql prints: as SQLite or as PostgreSQL runs it
 
     def selection(self, deleted, now):
         return build_selection(
@@ -134,6 +135,15 @@ OPTION_TYPES = {
         ),
     ],
     "status_chars": Annotated[Optional[str], typer.Option("-S", hidden=True, callback=_validate_status_chars)],
+    "sql_dialect": Annotated[
+        str,
+        typer.Option(
+            "--dialect",
+            metavar="DIALECT",
+            click_type=click.Choice(["sqlite", "postgres"]),  # compiler.SPELLINGS: sqlglot stays out of start-up
+            help="With --sql: print the SQL as this database runs it (sqlite or postgres).",
+        ),
+    ],
     "running": _status("running", "r", "Filter runs that are still running."),
     "completed": _status("completed", "c", "Filter completed runs."),
     "error": _status("error", "e", "Filter runs that exited with an error."),
@@ -159,7 +169,7 @@ TEXT_OPTIONS = {
     "started": "--started",
     "digest": "--digest",
 }
-DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None}
+DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None, "sql_dialect": "sqlite"}
 FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
 
 

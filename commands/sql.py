@@ -16,7 +16,6 @@ import typer
 from .session import open_index
 from ..engine.attrs import LAZY_ATTRS
 from ..engine.errors import QueryError
-from ..engine.executor import ReadOnlyQuery
 from ..engine.script import option_params, script_params
 
 WIDTH_SAMPLE_ROWS = 1000  # the table's column widths come from the first rows; later ones may overflow
@@ -53,7 +52,9 @@ def sql(
     index = open_index(ctx.obj)
     index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would
     index.read_pending_scalars()  # any query may read scalars
-    query = ReadOnlyQuery(index.conn, text, bound, timeout or None)
+    from ..engine.pgindex import read_only_query  # out of start-up, as every command imports this module
+
+    query = read_only_query(index.conn, text, bound, timeout or None)
     with _stopped_by_ctrl_c(query), query as running:
         lines = json_lines(running.columns, running) if as_json else table_lines(running.columns, running)
         _write_all(lines)

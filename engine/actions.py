@@ -14,6 +14,10 @@ from .indexer import schema_text
 
 
 def select(index, selection, now):
+    if index.dialect != "sqlite":  # the cache of compiled SQL is a table of the SQLite index
+        from .compiler import compile_selection
+
+        return run_compiled(index, compile_selection(selection, now, index.dialect))
     return run_compiled(index, sqlcache.compiled_selection(index.conn, selection, now))
 
 
@@ -21,7 +25,7 @@ def run_compiled(index, compiled):
     index.decode_lazy(compiled.lazy_attrs)
     if compiled.uses_scalars:
         index.read_pending_scalars()
-    return select_runs(index.conn, compiled, index.home.path)
+    return select_runs(index.query_conn, compiled, index.home.path)
 
 
 def plan(compiled):
@@ -39,7 +43,7 @@ def recheck(index, selection, runs, now):
     """
     from .compiler import compile_selection  # imports sqlglot, which selecting from the cache does not
 
-    compiled = compile_selection(replace(selection, runs=()), now)
+    compiled = compile_selection(replace(selection, runs=()), now, index.dialect)
     index.recheck([run.id for run in runs], events=compiled.uses_scalars)
     passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]

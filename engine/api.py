@@ -21,7 +21,7 @@ from typing import List, NamedTuple, Optional, Tuple
 from . import actions
 from .archive import archive_home, archive_path
 from .errors import HomeError, SelectionError
-from .executor import ReadOnlyQuery, stored_attrs
+from .executor import stored_attrs
 from .home import DELETED, LIVE, locate_index, resolve_home
 from .indexer import Index, rebuild_index
 from .purge import finish_pending
@@ -60,7 +60,7 @@ def open(home=None, index=None, *, refresh=True, check=(LIVE, DELETED), progress
 
 
 def _open_refreshed(home, location, refresh, check, progress, tell, lock_wait):
-    db = Index(home, location.path, owned=location.owned, lock_wait=lock_wait)
+    db = open_store(home, location, lock_wait)
     try:
         for notice in db.notices:
             tell(notice)
@@ -72,6 +72,15 @@ def _open_refreshed(home, location, refresh, check, progress, tell, lock_wait):
         db.close()
         raise
     return RunIndex(db, report)
+
+
+def open_store(home, location, lock_wait=None):
+    """The index at an IndexLocation: an SQLite file, or a home's rows in PostgreSQL."""
+    if location.url:
+        from .pgindex import open_index  # psycopg and its adapter only for a PostgreSQL index
+
+        return open_index(home, location.url, lock_wait)
+    return Index(home, location.path, owned=location.owned, lock_wait=lock_wait)
 
 
 def open_archive(path, index=None, *, refresh=True, progress=None):
@@ -214,7 +223,9 @@ class RunIndex:
         """Runs read-only SQL over the index (anything else is refused), binding
         `params` (a sequence, or a mapping for :name); `timeout` in seconds."""
         self.index.read_pending_scalars()  # any query may read scalars
-        with ReadOnlyQuery(self.index.conn, query, params, timeout) as running:
+        from .pgindex import read_only_query  # its module (and psycopg's) stays out of start-up
+
+        with read_only_query(self.index.conn, query, params, timeout) as running:
             return SqlResult(running.columns, list(running))
 
     # Acting: each re-checks the runs against the disk first and leaves out

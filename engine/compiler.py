@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Set
 
 from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.dialects.sqlite import SQLite
 
-from . import tree
+from . import pgdialect, tree
 from .attrs import LAZY_ATTRS
 from .errors import SelectionError
 from .opspec import split_opspec
@@ -68,21 +69,23 @@ class CompiledQuery:
     lazy_attrs: Set[str] = field(default_factory=set)  # raw attributes to decode first
     has_run_args: bool = False
     now_params: Dict[str, str] = field(default_factory=dict)  # parameter -> what of `now` it holds
+    dialect: str = "sqlite"  # a key of SPELLINGS
 
     _rendered: Optional[str] = field(default=None, repr=False)
 
     def sql(self, pretty=False):
         if pretty or self._rendered is None:
             with tree.big_tree():
-                text = self.expression.sql(dialect=RunqSQLite, pretty=pretty, copy=False)
+                text = self.expression.sql(dialect=SPELLINGS[self.dialect].dialect, pretty=pretty, copy=False)
             if pretty:
                 return text
             self._rendered = text
         return self._rendered
 
     def bound_params(self):
-        """Parameters ready for sqlite3: floats out of int64 range, etc."""
-        return {name: _bindable(value) for name, value in self.params.items()}
+        """Parameters ready for the driver: floats out of int64 range, etc."""
+        bindable = SPELLINGS[self.dialect].bindable
+        return {name: bindable(value) for name, value in self.params.items()}
 
     @property
     def uses_scalars(self):
@@ -90,11 +93,12 @@ class CompiledQuery:
         return any(table.name == "scalars" for table in self.expression.find_all(exp.Table))
 
 
-def compile_selection(selection, now):
-    """Returns the CompiledQuery for a Selection evaluated at `now` (datetime)."""
+def compile_selection(selection, now, dialect="sqlite"):
+    """Returns the CompiledQuery for a Selection evaluated at `now`
+    (datetime), for SQLite or PostgreSQL (`dialect`: sqlite, postgres)."""
     try:
         with tree.big_tree():
-            compiled = _Compiler(now).compile(selection)
+            compiled = _Compiler(now, SPELLINGS[dialect]).compile(selection)
             compiled.sql()  # rendering recurses as deep as the expression nests
     except RecursionError:
         raise SelectionError(
@@ -134,24 +138,38 @@ class Value:
 SHARED = "runq_shared"  # meta key of a Value's node, which appears wherever the value is used
 
 
+class _SharedText:
+    """A generator that works out each shared node's text once."""
+
+    def sql(self, expression, key=None, comment=True):
+        meta = getattr(expression, "_meta", None)  # not .meta, which would add a dict to every node
+        if self.pretty or key or not meta or not meta.get(SHARED):
+            return super().sql(expression, key, comment)
+        memo = self.__dict__.setdefault("_shared_sql", {})
+        text = memo.get(id(expression))
+        if text is None:
+            text = memo[id(expression)] = super().sql(expression, key, comment)
+        return text
+
+
 class RunqSQLite(SQLite):
     """SQLite, rendered with each shared node's text worked out once."""
 
-    class Generator(SQLite.Generator):
-        def sql(self, expression, key=None, comment=True):
-            meta = getattr(expression, "_meta", None)  # not .meta, which would add a dict to every node
-            if self.pretty or key or not meta or not meta.get(SHARED):
-                return super().sql(expression, key, comment)
-            memo = self.__dict__.setdefault("_shared_sql", {})
-            text = memo.get(id(expression))
-            if text is None:
-                text = memo[id(expression)] = super().sql(expression, key, comment)
-            return text
+    class Generator(_SharedText, SQLite.Generator):
+        pass
+
+
+class RunqPostgres(Postgres):
+    """PostgreSQL, likewise; parameters as psycopg binds them: %(p1)s."""
+
+    class Generator(_SharedText, Postgres.Generator):
+        pass
 
 
 class _Compiler:
-    def __init__(self, now):
+    def __init__(self, now, spelling):
         self.now = now
+        self.spell = spelling
         self.params = {}
         self.param_names = {}
         self.joins = []
@@ -196,7 +214,7 @@ class _Compiler:
             query = selected.order_by(*[o.copy() for o in SORT_ORDER], copy=False)
         params, new_names = _number_in_order(query, self.params)
         now_params = {new_names[old]: role for old, role in self.now_roles.items() if old in new_names}
-        return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs), now_params)
+        return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs), now_params, self.spell.name)
 
     def selected_runs(self, where):
         position = exp.alias_(
@@ -215,10 +233,10 @@ class _Compiler:
             exp.Tuple(
                 expressions=[
                     exp.Literal.number(i),
-                    exp.Literal.number(int(arg.by_index)),
-                    self.param(arg.lo),
-                    self.param(arg.hi),
-                    self.param(arg.text),
+                    self.spell.flag(arg.by_index),
+                    self.spell.typed(self.param(arg.lo), "BIGINT"),
+                    self.spell.typed(self.param(arg.hi), "BIGINT"),
+                    self.spell.typed(self.param(arg.text), "TEXT"),
                 ]
             )
             for i, arg in enumerate(run_args, 1)
@@ -290,15 +308,19 @@ class _Compiler:
 
     def operation_match(self, ref):
         if ref.startswith("^") or ref.endswith("$"):
-            return exp.RegexpLike(this=col("operation"), expression=self.param(ref))
+            return self.pattern_match("regexp", "operation", ref)
         parts = zip(("opspec_pkg", "opspec_model", "opspec_op"), split_opspec(ref))
         tests = [self.opspec_part_match(column, part) for column, part in parts if part]
         return _and(*tests) if tests else exp.true()
 
     def opspec_part_match(self, column, part):
         if "*" in part:
-            return exp.Anonymous(this="runq_fnmatch", expressions=[col(column), self.param(part)])
+            return self.pattern_match("fnmatch", column, part)
         return exp.EQ(this=col(column), expression=self.param(part))
+
+    def pattern_match(self, test, column, pattern):
+        """A runs column tested with Python's re.search (regexp) or fnmatch."""
+        return self.spell.pattern_match(test, col(column), self.param(self.spell.pattern_value(test, column, pattern)))
 
     def label_filter(self, selection):
         # Guild tests str(label).strip(): Python's whitespace, not just spaces.
@@ -396,6 +418,8 @@ class _Compiler:
         if target.value is None:
             return exp.false()
         column, operand = self.typed_operand(value, target.value)
+        if isinstance(target.value, str):
+            column = self.spell.code_point_order(column)
         return PYTHON_OPS[op](this=column, expression=operand)
 
     def typed_operand(self, value, literal):
@@ -474,7 +498,10 @@ class _Compiler:
         )
         # A NaN last value is NULL in SQLite, for Guild as for runq: undefined.
         columns = {"present": "last_val", "num": "last_val", "folded": "last_folded"}
-        return Value(lambda field: s(columns[field]) if field in columns else exp.Null())
+        fields = {"num": lambda: self.spell.exact_number(s("last_val"))}
+        return Value(
+            lambda field: fields[field]() if field in fields else s(columns[field]) if field in columns else exp.Null()
+        )
 
     def unprefixed_value(self, name):
         """attr, else flag, else scalar: each join only when the ones before found nothing."""
@@ -484,7 +511,7 @@ class _Compiler:
         missing = lambda source: exp.Is(this=source.present, expression=exp.Null())
         flag = self.flag_value(name, after=[missing(attr)])
         scalar = self.scalar_value(name, after=[missing(attr), missing(flag)])
-        return coalesce_values([attr, flag, scalar])
+        return coalesce_values([attr, flag, scalar], self.spell)
 
     def stored_join(self, alias, key):
         c = lambda name: col(name, alias)
@@ -498,16 +525,8 @@ class _Compiler:
 
     def time_text(self, column):
         when = exp.Div(this=col(column), expression=exp.Literal.number(1000000), typed=True)
-        formatted = exp.Anonymous(
-            this="strftime",
-            expressions=[
-                exp.Literal.string("%Y-%m-%d %H:%M:%S"),
-                when,
-                exp.Literal.string("unixepoch"),
-                exp.Literal.string("localtime"),
-            ],
-        )
-        return exp.Case(ifs=[exp.If(this=col(column), true=formatted)], default=exp.Literal.string(""))
+        formatted = self.spell.local_time(when)
+        return exp.Case(ifs=[exp.If(this=self.spell.truthy(col(column)), true=formatted)], default=exp.Literal.string(""))
 
     def duration_text(self):
         now_us = int(self.now.timestamp() * 1000000)
@@ -516,11 +535,12 @@ class _Compiler:
             exp.EQ(this=col("status"), expression=exp.Literal.string("running")),
             exp.Not(this=exp.Is(this=started, expression=exp.Null())),
         )
-        stopped = _and(col("stopped"), exp.Not(this=exp.Is(this=started, expression=exp.Null())))
+        stopped = _and(self.spell.truthy(col("stopped")), exp.Not(this=exp.Is(this=started, expression=exp.Null())))
+        duration = lambda microseconds: self.spell.clock_text(_seconds(microseconds))
         return exp.Case(
             ifs=[
-                exp.If(this=running, true=_duration(exp.Sub(this=self.now_param("now", now_us), expression=started))),
-                exp.If(this=stopped, true=_duration(exp.Sub(this=col("stopped"), expression=started))),
+                exp.If(this=running, true=duration(exp.Sub(this=self.now_param("now", now_us), expression=started))),
+                exp.If(this=stopped, true=duration(exp.Sub(this=col("stopped"), expression=started))),
             ]
         )
 
@@ -580,9 +600,10 @@ def computed_value(text):
     return Value(lambda field: fields[field]() if field in fields else exp.Null())
 
 
-def coalesce_values(values):
+def coalesce_values(values, spelling):
     """One Value from several sources, of which at most one is joined."""
-    return Value(lambda field: _coalesce([getattr(v, field) for v in values]))
+    coalesce = lambda field: spelling.coalesce_present if field == "present" else _coalesce
+    return Value(lambda field: coalesce(field)([getattr(v, field) for v in values]))
 
 
 def _coalesce(expressions):
@@ -632,17 +653,111 @@ PREDICATES = {
 }
 
 
-def _duration(microseconds):
-    seconds = exp.Paren(this=exp.Div(this=exp.Paren(this=microseconds), expression=exp.Literal.number(1000000), typed=True))
-    return exp.Anonymous(
-        this="printf",
-        expressions=[
-            exp.Literal.string("%d:%02d:%02d"),
-            exp.Div(this=seconds, expression=exp.Literal.number(3600), typed=True),
-            exp.Mod(this=exp.Paren(this=exp.Div(this=seconds, expression=exp.Literal.number(60), typed=True)), expression=exp.Literal.number(60)),
-            exp.Mod(this=seconds, expression=exp.Literal.number(60)),
-        ],
-    )
+def _seconds(microseconds):
+    """Whole seconds (integer division, toward zero in both dialects)."""
+    return exp.Paren(this=exp.Div(this=exp.Paren(this=microseconds), expression=exp.Literal.number(1000000), typed=True))
+
+
+class SQLiteSpelling:
+    """How a selection spells what SQLite and PostgreSQL spell differently
+    (PostgresSpelling below): SQLite's words, the compiler's first dialect."""
+
+    name = "sqlite"
+    dialect = RunqSQLite
+
+    @staticmethod
+    def local_time(seconds):
+        """Local time text of a number of seconds since the epoch, as Guild shows it."""
+        return exp.Anonymous(
+            this="strftime",
+            expressions=[
+                exp.Literal.string("%Y-%m-%d %H:%M:%S"),
+                seconds,
+                exp.Literal.string("unixepoch"),
+                exp.Literal.string("localtime"),
+            ],
+        )
+
+    @staticmethod
+    def clock_text(seconds):
+        """H:MM:SS of a number of seconds, as Guild shows a run's time."""
+        return exp.Anonymous(
+            this="printf",
+            expressions=[
+                exp.Literal.string("%d:%02d:%02d"),
+                exp.Div(this=seconds, expression=exp.Literal.number(3600), typed=True),
+                exp.Mod(this=exp.Paren(this=exp.Div(this=seconds, expression=exp.Literal.number(60), typed=True)), expression=exp.Literal.number(60)),
+                exp.Mod(this=seconds, expression=exp.Literal.number(60)),
+            ],
+        )
+
+    @staticmethod
+    def truthy(number):
+        """An integer column as a condition."""
+        return number
+
+    @staticmethod
+    def flag(value):
+        """A literal a condition reads."""
+        return exp.Literal.number(int(value))
+
+    @staticmethod
+    def typed(param, _type):
+        """A parameter whose type the database must know (in VALUES)."""
+        return param
+
+    @staticmethod
+    def code_point_order(text):
+        """Text that `<` compares by code point, as Python compares str."""
+        return text
+
+    @staticmethod
+    def exact_number(number):
+        """A REAL column beside `num` in one COALESCE."""
+        return number
+
+    @staticmethod
+    def coalesce_present(expressions):
+        """The first non-NULL of expressions that only say whether a value is
+        defined (a run key, a time text...)."""
+        return _coalesce(expressions)
+
+    @staticmethod
+    def pattern_value(_test, _column, pattern):
+        """The value of a pattern's parameter."""
+        return pattern
+
+    @staticmethod
+    def pattern_match(test, column, param):
+        """A column matched by a pattern (SQL functions the executor registers)."""
+        if test == "regexp":
+            return exp.RegexpLike(this=column, expression=param)
+        return exp.Anonymous(this="runq_fnmatch", expressions=[column, param])
+
+    bindable = staticmethod(lambda value: _bindable(value))
+
+
+class PostgresSpelling(SQLiteSpelling):
+    """PostgreSQL's words, where they differ: see engine/pgdialect.py."""
+
+    name = "postgres"
+    dialect = RunqPostgres
+
+    local_time = staticmethod(pgdialect.local_time_text)
+    clock_text = staticmethod(pgdialect.clock_text)
+    truthy = staticmethod(pgdialect.truthy)
+    flag = staticmethod(lambda value: exp.Boolean(this=bool(value)))
+    typed = staticmethod(lambda param, type_: exp.Cast(this=param, to=exp.DataType.build(type_)))
+    code_point_order = staticmethod(pgdialect.code_point_order)
+    exact_number = staticmethod(pgdialect.exact_number)
+    # PostgreSQL's COALESCE wants one type: as text, each is NULL where it was.
+    coalesce_present = staticmethod(lambda expressions: _coalesce([pgdialect.as_text(e) for e in expressions]))
+    pattern_value = staticmethod(lambda test, column, pattern: pgdialect.PythonMatch(test, column, pattern))
+    pattern_match = staticmethod(pgdialect.any_of)
+    bindable = staticmethod(lambda value: pgdialect.bindable(_bindable(value)))
+
+
+SPELLINGS = {spelling.name: spelling for spelling in (SQLiteSpelling, PostgresSpelling)}
 
 
 def _is_list(value):

@@ -161,18 +161,101 @@ def list_contains(value_json, target_json):
 def select_runs(conn, compiled, home_dir=None):
     """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
 
+    `conn` is an SQLite connection, or a psycopg one whose search_path shows
+    one home (pgschema) for a query compiled with dialect="postgres".
     Large attributes it names must have been decoded (Index.decode_lazy).
     The index holds run directories relative to the home: given the home's
     path, the runs carry whole paths."""
+    select = _select_in_sqlite if isinstance(conn, sqlite3.Connection) else _select_in_postgres
+    runs = select(conn, compiled)
+    return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]
+
+
+def _rows_to_runs(compiled, rows):
+    return resolve_run_args(rows) if compiled.has_run_args else [_selected_run(row) for row in rows]
+
+
+def _select_in_sqlite(conn, compiled):
     _query_state.error = None
     try:
         cursor = conn.execute(compiled.sql(), compiled.bound_params())
-        runs = resolve_run_args(cursor) if compiled.has_run_args else [_selected_run(row) for row in cursor]
+        return _rows_to_runs(compiled, cursor)
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
         raise _query_state.error or SelectionError(f"the index cannot run this selection: {e}") from None
     except sqlite3.DatabaseError as e:  # a corrupt index used as it is (--no-refresh)
         raise HomeError(f"the index is corrupt: {e}", hint="'runq index --rebuild' builds it again") from None
-    return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]
+
+
+# PostgreSQL: the same selections, compiled for it (engine/pgdialect.py)
+
+# SQLite joins at most 64 tables; PostgreSQL plans that many LEFT JOINs in
+# under a second, but takes minutes and gigabytes for a few hundred. Both
+# refuse the same selections (a filter naming over 21 values).
+MAX_JOINED_TABLES = 64
+
+PATTERN_TESTS = {
+    "regexp": lambda pattern, text: regexp(pattern, text),
+    "fnmatch": lambda pattern, text: shell_match(text, pattern),
+}
+
+
+def _select_in_postgres(conn, compiled):
+    import psycopg
+
+    if compiled.dialect != "postgres":
+        raise ValueError("a selection run in PostgreSQL is compiled with dialect='postgres'")
+    _check_joined_tables(compiled.expression)
+    try:
+        params = _python_matches(conn, compiled.bound_params())
+        set_local_time_zone(conn)
+        return _rows_to_runs(compiled, conn.execute(compiled.sql(), params).fetchall())
+    except psycopg.Error as e:
+        raise SelectionError(f"the index cannot run this selection: {e}".strip()) from None
+
+
+def _check_joined_tables(query):
+    from sqlglot import exp  # PostgreSQL's path only: selecting from SQLite's cache needs no sqlglot
+
+    joined = max(len(select.args.get("joins") or ()) + 1 for select in query.find_all(exp.Select))
+    if joined > MAX_JOINED_TABLES:
+        raise SelectionError(
+            f"the index cannot run this selection: at most {MAX_JOINED_TABLES} tables in a join",
+            hint="name fewer attributes, flags and scalars in one filter",
+        )
+
+
+def _python_matches(conn, params):
+    """Parameters with each pattern's matches in place of the pattern: the
+    distinct values of its column that Python's test accepts (a -Fo
+    regular expression searched as Guild does, and stopped when too slow)."""
+    from psycopg import sql
+
+    from .pgdialect import PythonMatch
+
+    filled = dict(params)
+    for name, value in params.items():
+        if isinstance(value, PythonMatch):
+            column = sql.Identifier(value.column)
+            query = sql.SQL("SELECT DISTINCT {0} FROM runs WHERE {0} IS NOT NULL").format(column)
+            test = PATTERN_TESTS[value.test]
+            filled[name] = [text for (text,) in conn.execute(query) if test(value.pattern, text)]
+    return filled
+
+
+def set_local_time_zone(conn):
+    """Times show as local time text, as SQLite's 'localtime' shows them:
+    PostgreSQL formats them in the session's time zone. A zone it does not
+    know (a $TZ only the C library reads) gives way to the current offset."""
+    import psycopg
+
+    from .pgdialect import fixed_offset_zone, local_time_zone
+
+    set_zone = "SELECT set_config('TimeZone', %s, false)"
+    try:
+        with conn.transaction():
+            conn.execute(set_zone, (local_time_zone(),))
+    except psycopg.errors.InvalidParameterValue:
+        conn.execute(set_zone, (fixed_offset_zone(),))
 
 
 _selected_run = SelectedRun._make

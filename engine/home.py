@@ -202,12 +202,30 @@ class IndexLocation:
     path: Path
     reason: str  # why there: shown by `runq index`
     owned: bool  # runq chose the path: a file there that is not an index is runq's own, broken
+    url: Optional[str] = None  # a PostgreSQL index's URL (`path` then shows it without the password)
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(text):
+    return str(text).startswith(POSTGRES_SCHEMES)
+
+
+def _postgres_location(url, reason):
+    from .pgindex import shown_url  # only for a PostgreSQL index: its module stays out of start-up
+
+    return IndexLocation(shown_url(url), reason, False, url)
 
 
 def locate_index(home, option=None, environ=None, mounts=None):
     """--index, else $RUNQ_INDEX, else <home>/cache/runq/index.db, else (a
     read-only or network home) the user's cache directory."""
     environ = os.environ if environ is None else environ
+    if option and is_postgres_url(option):
+        return _postgres_location(str(option), "given with --index")
+    if environ.get("RUNQ_INDEX") and not option and is_postgres_url(environ["RUNQ_INDEX"]):
+        return _postgres_location(environ["RUNQ_INDEX"], "from $RUNQ_INDEX")
     if option:
         return IndexLocation(Path(os.path.abspath(os.path.expanduser(str(option)))), "given with --index", False)
     if environ.get("RUNQ_INDEX"):

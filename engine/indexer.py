@@ -84,6 +84,8 @@ class RefreshReport:
 class Index:
     """An open index database for one Guild home."""
 
+    dialect = "sqlite"  # what selections on it are compiled for
+
     def __init__(self, home, path=None, owned=None, lock_wait=None):
         """`owned`: runq chose the path (the default when no path is given),
         so a broken file there is its own and is rebuilt, never refused."""
@@ -105,6 +107,11 @@ class Index:
 
     def absolute_dir(self, relative):
         return f"{self.dir_prefix}{relative}"
+
+    @property
+    def query_conn(self):
+        """The connection compiled selections run on."""
+        return self.conn
 
     # State
 

@@ -31,7 +31,8 @@ MAX_SQL_CHARS = 100_000
 # The modules whose code decides a selection's SQL: the compiler and what it
 # imports from runq (a test checks this list against the compiler's imports).
 COMPILING_MODULES = (
-    "attrs", "compiler", "errors", "lexer", "opspec", "parser", "selection", "sqlcache", "timerange", "tree", "values",
+    "attrs", "compiler", "errors", "lexer", "opspec", "parser", "pgdialect", "selection", "sqlcache", "timerange", "tree",
+    "values",
 )
 LOCK_MILLISECONDS = 100  # how long storing an entry may wait for another writer before giving up
 ENTRY_COLUMNS = "sql, params, now_params, lazy_attrs, has_run_args, uses_scalars"
