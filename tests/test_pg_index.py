@@ -457,3 +457,25 @@ def test_the_python_api_opens_a_postgresql_index(tmp_path, pg_url):
         outcome = index.purge(chosen)
         assert sorted(outcome.done) == sorted(run.id for run in chosen)
     assert indexed(home, f"{pg_url}?home=api", 1) == on_disk(home, True)
+
+
+def test_a_large_first_build_leaves_event_files_to_the_first_scalar_selection(tmp_path, pg_url, monkeypatch):
+    from runq.engine import indexer
+
+    home = make_home(tmp_path / "home")
+    monkeypatch.setattr(indexer, "LARGE_BUILD_RUNS", 1)  # every first build is a large one
+    assert runq(home, pg_url, "index").exit_code == 0
+    assert pending_runs(home, pg_url) > 0 and pg_rows(home, pg_url, "scalars") == []
+    monkeypatch.setattr(indexer, "LARGE_BUILD_RUNS", 10**9)
+    assert runq(home, str(tmp_path / "whole.db"), "index").exit_code == 0
+    scalar_filter = ("-F", "loss < 0.5")
+    assert listed(home, pg_url, *scalar_filter) == listed(home, str(tmp_path / "whole.db"), *scalar_filter)
+    assert pending_runs(home, pg_url) == 0 and len(pg_rows(home, pg_url, "scalars")) > 0
+
+
+def pending_runs(home, url):
+    index = open_pg(home, url)
+    try:
+        return index.conn.execute("SELECT COUNT(*) FROM runs WHERE scalars_pending IS NOT NULL").fetchone()[0]
+    finally:
+        index.close()
