@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from . import demo, index, runs, sql
+from . import demo, index, runs, sql, watch
 from .. import __version__
 from .failure import one_line, quiet_stdout, unexpected_error
 from .help import help_topic
@@ -97,6 +97,7 @@ app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
 app.command("help")(help_topic)
+app.add_typer(watch.app, name="watch")
 
 
 def _print_version(value: bool):
