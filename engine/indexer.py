@@ -150,8 +150,8 @@ class Index:
         new = self._follow_listings(report) if stamp != self.meta("roots_stamp") else []
         if news and not news.full:
             changed = self._changed_watched_runs(check, workers, news, report)
-        else:
-            changed = self._changed_runs(check, workers, report)
+        else:  # every run; both roots when a watcher answered: its token will stand for both
+            changed = self._changed_runs({LIVE, DELETED} if news else check, workers, report)
         report.added, report.updated = len(new), len(changed)
         self._read_and_store(new + changed, report, progress, workers)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})

@@ -305,8 +305,6 @@ def _tell(ready_fd, text):
 
 
 def _watch_until_stopped(home_path, index_path, ready_fd):
-    import socket
-
     lock_fd = os.open(pid_path(index_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -315,8 +313,26 @@ def _watch_until_stopped(home_path, index_path, ready_fd):
         return 0
     os.ftruncate(lock_fd, 0)
     os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        signal.signal(signal.SIGTERM, _stop)
+        _watch(home_path, index_path, ready_fd)
+    except _Stopping:
+        _say("stopping: asked to (SIGTERM)")
+    os.ftruncate(lock_fd, 0)  # a pid file never names a watcher that is gone
+    return 0
+
+
+class _Stopping(Exception):
+    """SIGTERM: raised wherever the watcher is, which holds nothing to undo."""
+
+
+def _stop(signum, frame):
+    raise _Stopping()
+
+
+def _watch(home_path, index_path, ready_fd):
+    import socket
+
     limit = os.environ.get("RUNQ_WATCH_MAX_WATCHES", "")
     watcher = Watcher(home_path, index_path, int(limit) if limit.isdigit() else None)
     signal.signal(signal.SIGUSR1, lambda *_: watcher.lose("SIGUSR1 (a simulated overflow)"))
@@ -327,14 +343,12 @@ def _watch_until_stopped(home_path, index_path, ready_fd):
         server.bind(socket_address(index_path))
     except OSError as e:
         _tell(ready_fd, f"cannot listen: {e.strerror}")
-        return 1
+        return
     server.listen(64)
     _say(f"watching {home_path} for {index_path}: {watcher.counts_text()} "
          f"in {time.perf_counter() - began:.1f} s")
     _tell(ready_fd, "ready")
-    watcher.serve(server, stopping)
-    os.ftruncate(lock_fd, 0)  # a pid file never names a watcher that is gone
-    return 0
+    watcher.serve(server)
 
 
 def _inotify_flags():
@@ -559,16 +573,13 @@ class Watcher:
 
     # Serving
 
-    def serve(self, server, stopping):
-        """Answers commands and keeps up with events until SIGTERM, or until
-        the home or the index is gone."""
+    def serve(self, server):
+        """Answers commands and keeps up with events until the home or the
+        index is gone (or SIGTERM)."""
         import select
 
-        while not stopping:
-            try:
-                readable, _, _ = select.select([self.inotify, server], [], [], POLL_SECONDS)
-            except InterruptedError:
-                continue
+        while True:
+            readable, _, _ = select.select([self.inotify, server], [], [], POLL_SECONDS)
             if self.inotify in readable:
                 self.drain()  # the kernel's queue stays short, and new directories are watched at once
             if server in readable:
@@ -577,7 +588,6 @@ class Watcher:
             if gone:
                 _say(f"stopping: {gone}")
                 return
-        _say("stopping: asked to (SIGTERM)")
 
     def _serve_one(self, server):
         conn, _ = server.accept()

@@ -319,3 +319,19 @@ def test_the_installed_script_uses_the_watcher(home):
     assert [r["label"] for r in listed if r["id"] == run.id] == ["edited"]
     stopped = script("watch", "stop")
     assert stopped.returncode == 0 and stopped.stdout.startswith("stopped the watcher")
+
+
+def test_after_lost_events_a_listing_of_live_runs_checks_the_trash_too(home):
+    """Its token stands for both roots: a change in the trash while events
+    were lost must not wait for ever."""
+    root, manifest = home
+    refresh(root)
+    pid = start_watcher(root)
+    refresh(root)
+    deleted = next(run for run in manifest.deleted if (run.run_dir(root) / ".guild/attrs/label").exists())
+    edit_label_in_place(deleted.run_dir(root))
+    os.kill(pid, signal.SIGUSR1)
+    assert "events lost: 1" in runq(root, "watch", "status").stdout
+    assert runq(root, "runs", "list").exit_code == 0  # live runs only
+    listed = json.loads(runq(root, "runs", "list", "--deleted", "--json", "-a").stdout)
+    assert [r["label"] for r in listed if r["id"] == deleted.id] == ["edited"]
