@@ -319,7 +319,17 @@ def _watch_until_stopped(home_path, index_path, ready_fd):
     except _Stopping:
         _say("stopping: asked to (SIGTERM)")
     os.ftruncate(lock_fd, 0)  # a pid file never names a watcher that is gone
+    if not os.path.exists(index_path):  # the index was dropped: so is what runq kept beside it
+        for path in (pid_path(index_path), log_path(index_path)):
+            _remove(path)
     return 0
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 class _Stopping(Exception):

@@ -286,7 +286,8 @@ def test_the_watcher_ends_when_its_index_is_dropped(home):
     root, _ = home
     start_watcher(root)
     assert runq(root, "index", "--drop").exit_code == 0
-    wait_for(lambda: watch.running_pid(index_path(root)) is None)
+    wait_for(lambda: not (root / "cache" / "runq").exists() or not os.listdir(root / "cache" / "runq"))
+    assert watch.running_pid(index_path(root)) is None
 
 
 def test_the_watcher_never_holds_the_index_lock(home):
