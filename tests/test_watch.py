@@ -336,3 +336,18 @@ def test_after_lost_events_a_listing_of_live_runs_checks_the_trash_too(home):
     assert runq(root, "runs", "list").exit_code == 0  # live runs only
     listed = json.loads(runq(root, "runs", "list", "--deleted", "--json", "-a").stdout)
     assert [r["label"] for r in listed if r["id"] == deleted.id] == ["edited"]
+
+
+def test_a_directory_made_in_a_run_is_watched_from_then_on(home):
+    root, manifest = home
+    refresh(root)
+    start_watcher(root)
+    refresh(root)
+    run_dir = a_live_run(manifest, root).run_dir(root)
+    (run_dir / "eval").mkdir()
+    assert refresh(root)[0].checked == 1
+    assert refresh(root)[0].checked == 0
+    (run_dir / "eval" / "deeper").mkdir()
+    (run_dir / "eval" / "deeper" / "events.out.tfevents.2.x.1.0").write_bytes(b"")
+    report, _ = refresh(root)
+    assert (report.watcher, report.checked) == (True, 1)
