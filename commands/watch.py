@@ -70,6 +70,8 @@ def _show(state, index_path):
     if state["unwatched"]:
         typer.echo(f"not watched: {state['unwatched']} runs, whose files each command checks; "
                    f"{_raise_text(state, watched)}")
+    if state.get("blind"):
+        typer.echo(f"not trusted: {escaped(state['blind'])}; each command checks every run")
     if state["overflows"]:
         typer.echo(f"events lost: {state['overflows']} time(s); each time the next command checked every run")
     typer.echo(f"log: {escaped(str(watch.log_path(index_path)))}")

@@ -392,6 +392,7 @@ class Watcher:
         self.run_root = {}  # run id (as on disk) -> its root path
         self.unwatched = set()
         self.limit_met = False
+        self.blind = None  # why no answer can be trusted (a root that could not be watched)
         self.lost_why = None  # why events may have been missed: the next answer starts over
         self.overflows = 0
         self.started = time.time()
@@ -401,18 +402,23 @@ class Watcher:
     def scan(self):
         """Watches the roots and every run in them; each directory is watched
         before it is listed, so whatever comes after the listing is an event."""
-        self.limit_met = False
-        for parent in (self.home, f"{self.home}/trash"):
-            wd = self._add(parent, self.root_mask)
-            if wd is not None:
-                self.parents[wd] = parent
-        for root in (f"{self.home}/runs", f"{self.home}/trash/runs"):
-            wd = self._add(root, self.root_mask)
-            if wd is None:
+        self.limit_met, self.blind = False, None
+        for path, kind in self._roots_and_parents():
+            try:
+                wd = self._add(path, self.root_mask, must=True)
+            except OSError as e:  # with a root unseen, no answer can be trusted
+                self.blind = f"cannot watch {path}: {e.strerror}"
                 continue
-            self.roots[wd] = root
+            if wd is not None:
+                kind[wd] = path
+        for root in list(self.roots.values()):
             for name in _listdir(root):
                 self._watch_run(root, name, scanning=True)
+
+    def _roots_and_parents(self):
+        """First of all, before any run takes a watch: where runs come and go."""
+        return ((self.home, self.parents), (f"{self.home}/trash", self.parents),
+                (f"{self.home}/runs", self.roots), (f"{self.home}/trash/runs", self.roots))
 
     def _watch_run(self, root, name, scanning=False):
         self.run_root[name] = root
@@ -545,7 +551,7 @@ class Watcher:
 
     def _trusts(self, since):
         instance, _, number = (since or "").partition(":")
-        return instance == self.instance and number.isdigit() and self.valid_from <= int(number) <= self.seq
+        return not self.blind and instance == self.instance and number.isdigit() and self.valid_from <= int(number) <= self.seq
 
     def _start_over(self):
         """After lost events: watches whatever is there again; tokens given
@@ -575,6 +581,7 @@ class Watcher:
             "limit_from": "RUNQ_WATCH_MAX_WATCHES" if self.max_watches else "fs.inotify.max_user_watches",
             "overflows": self.overflows,
             "lost": self.lost_why,
+            "blind": self.blind,
         }
 
     def counts_text(self):

@@ -351,3 +351,16 @@ def test_a_directory_made_in_a_run_is_watched_from_then_on(home):
     (run_dir / "eval" / "deeper" / "events.out.tfevents.2.x.1.0").write_bytes(b"")
     report, _ = refresh(root)
     assert (report.watcher, report.checked) == (True, 1)
+
+
+def test_a_root_that_cannot_be_watched_makes_every_answer_a_full_check(home):
+    root, manifest = home
+    refresh(root)
+    start_watcher(root, env={"RUNQ_WATCH_MAX_WATCHES": "3"})  # the home, trash/ and runs/: not trash/runs/
+    assert "not trusted: cannot watch" in runq(root, "watch", "status").stdout
+    refresh(root)
+    deleted = next(run for run in manifest.deleted if (run.run_dir(root) / ".guild/attrs/label").exists())
+    edit_label_in_place(deleted.run_dir(root))
+    report, view = refresh(root)
+    assert (report.watcher, report.checked) == (False, RUNS)
+    assert view[deleted.id][1] == "edited"
