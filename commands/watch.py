@@ -64,7 +64,7 @@ def _show(state, index_path):
         return
     watched = state["runs"] - state["unwatched"]
     since = datetime.fromtimestamp(state["started"]).strftime("%Y-%m-%d %H:%M:%S")
-    typer.echo(f"watching {escaped(state['home'])} (pid {state['pid']}, since {since})")
+    typer.echo(f"watching {escaped(state['home'])}: ready (pid {state['pid']}, since {since})")
     typer.echo(f"runs watched: {watched} of {state['runs']} ({state['watches']} inotify watches"
                f"{_limit_text(state)})")
     if state["unwatched"]:

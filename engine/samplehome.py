@@ -12,7 +12,10 @@ deeper) or the run root for what training code logs itself.
 The "realistic" profile looks like two years of a team's work; "fidelity"
 covers, on purpose and in good numbers, every status, kind of operation,
 flag type, label, tag, comment and scalar layout whose reading a runq
-feature depends on. Everything is a function of the spec and `now`.
+feature depends on; "fast" draws runs as "realistic" does but writes only
+what a listing shows (opref, times, exit status, flags, label, tags, marks,
+comments: about ten files a run, no event files, output or source code),
+for homes of a million runs. Everything is a function of the spec and `now`.
 
 `mutate_home` then changes a fraction of the runs the way users and Guild
 do, so that incremental indexing can be tested and measured.
@@ -658,7 +661,11 @@ _FIDELITY = {
                 ("two-files", 1), ("deep", 1)),
     "flags": (("fidelity", 1),),
 }
-_PROFILES = {"realistic": _REALISTIC, "fidelity": _FIDELITY}
+_PROFILES = {"realistic": _REALISTIC, "fidelity": _FIDELITY, "fast": _REALISTIC}
+_DRAWN_FREELY = ("realistic", "fast")  # each run drawn on its own, not dealt from a deck
+# The attributes a "fast" run keeps: what `runs list` and its filters read.
+_FAST_ATTRS = ("id", "flags", "op", "initialized", "started", "stopped", "exit_status",
+               "label", "tags", "marked", "comments")
 
 # Where start times fall: (weight, window name). Dense around now.
 _TIME_WINDOWS = ((4, "last-hour"), (8, "today"), (8, "yesterday"), (10, "this-week"),
@@ -676,7 +683,7 @@ class HomeSpec:
     runs: int
     deleted_fraction: float = 0.5
     seed: int = 0
-    profile: str = "realistic"   # or "fidelity"
+    profile: str = "realistic"   # or "fidelity", "fast"
     sourcecode_files: int = 8    # source files copied to each run
 
 
@@ -820,7 +827,7 @@ def _deal_picks(rng, spec, sort_times, now_us):
     table = _PROFILES[spec.profile]
     dealt = {dim: _deal(rng, options, spec.runs, spec.profile)
              for dim, options in table.items()}
-    if spec.profile == "realistic":
+    if spec.profile in _DRAWN_FREELY:
         dealt["status"] = [_realistic_status_kind(rng, now_us - ts) for ts in sort_times]
     return [{dim: dealt[dim][i] for dim in dealt} for i in range(spec.runs)]
 
@@ -828,7 +835,7 @@ def _deal_picks(rng, spec, sort_times, now_us):
 def _deal(rng, options, count, profile):
     names = [name for name, _weight in options]
     weights = [weight for _name, weight in options]
-    if profile == "realistic":
+    if profile in _DRAWN_FREELY:
         return rng.choices(names, weights, k=count)
     cycle = [name for name, weight in options for _ in range(weight)]
     deck = (cycle * (count // len(cycle) + 1))[:count]
@@ -913,6 +920,8 @@ class _Run:
 
 def _build_run(plan, spec, now_us):
     run = _decide_run(plan, spec, now_us)
+    if spec.profile == "fast":
+        return _build_fast_run(run)
     output, events, scalars = _run_scalars(run)
     attrs = _run_attrs(run)
     record = _run_record(run, attrs, scalars)
@@ -922,6 +931,16 @@ def _build_run(plan, spec, now_us):
     files.append((".guild/manifest", _manifest_text(sources)))
     dirs = _dirs_for([path for path, _data in files] + [event.path for event in events])
     return _RunFiles(record, dirs, files, events)
+
+
+def _build_fast_run(run):
+    every = _run_attrs(run)
+    attrs = {name: value for name, value in every.items() if name in _FAST_ATTRS}
+    record = _run_record(run, attrs, {})
+    files = [(".guild/opref", _encode_opref(_opref(run)).encode())]
+    files += [(f".guild/attrs/{name}", _attr_bytes(value)) for name, value in attrs.items()]
+    files += _MARKERS[run.kind](run, every)
+    return _RunFiles(record, _dirs_for([path for path, _data in files]), files, [])
 
 
 def _decide_run(plan, spec, now_us):

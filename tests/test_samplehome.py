@@ -100,11 +100,12 @@ def homes(tmp_path_factory):
     base = tmp_path_factory.mktemp("homes")
     fidelity = generate_home(base / "fidelity", HomeSpec(FIDELITY_RUNS, profile="fidelity", seed=3), NOW)
     realistic = generate_home(base / "realistic", HomeSpec(80, seed=5), NOW)
+    fast = generate_home(base / "fast", HomeSpec(80, profile="fast", seed=5), NOW)
     mutated = generate_home(base / "mutated", HomeSpec(60, profile="fidelity", seed=7), NOW)
     shutil.copytree(mutated.root, base / "before-mutation")
     later = NOW + datetime.timedelta(minutes=5)
     changed = mutate_home(mutated.root, 0.4, seed=11, now=later)
-    return {"fidelity": fidelity, "realistic": realistic, "mutated": mutated,
+    return {"fidelity": fidelity, "realistic": realistic, "fast": fast, "mutated": mutated,
             "before": base / "before-mutation", "changed": changed, "base": base}
 
 
@@ -112,7 +113,7 @@ def homes(tmp_path_factory):
 def guild_read(homes):
     cases = _awkward_values()
     request = {
-        "homes": [str(homes[name].root) for name in ("fidelity", "realistic", "mutated")]
+        "homes": [str(homes[name].root) for name in ("fidelity", "realistic", "fast", "mutated")]
         + [str(homes["before"])],
         "yaml_cases": [[value, encode_attr(value)] for value in cases],
     }
@@ -153,7 +154,7 @@ def _typed(value):
 # --- Guild reads exactly what the manifest says ------------------------------
 
 
-@pytest.mark.parametrize("home", ["fidelity", "realistic"])
+@pytest.mark.parametrize("home", ["fidelity", "realistic", "fast"])
 def test_guild_finds_every_run_in_its_root(homes, guild_read, home):
     manifest = homes[home]
     read = _read(guild_read, manifest)
@@ -162,7 +163,7 @@ def test_guild_finds_every_run_in_its_root(homes, guild_read, home):
         run_id for run_id, run in read.items() if run["deleted"]}
 
 
-@pytest.mark.parametrize("home", ["fidelity", "realistic"])
+@pytest.mark.parametrize("home", ["fidelity", "realistic", "fast"])
 def test_guild_orders_runs_as_their_distinct_timestamps_say(homes, guild_read, home):
     manifest = homes[home]
     for deleted, key in ((False, "live"), (True, "trash")):
@@ -179,7 +180,7 @@ _FIELDS = ("status", "operation", "started", "initialized", "stopped", "exit_sta
            "label", "tags", "marked", "comments", "flags", "sourcecode_digest")
 
 
-@pytest.mark.parametrize("home", ["fidelity", "realistic"])
+@pytest.mark.parametrize("home", ["fidelity", "realistic", "fast"])
 @pytest.mark.parametrize("name", _FIELDS)
 def test_guild_reads_each_field_as_written(homes, guild_read, home, name):
     read = _read(guild_read, homes[home])
@@ -189,7 +190,7 @@ def test_guild_reads_each_field_as_written(homes, guild_read, home, name):
     assert wrong == {}
 
 
-@pytest.mark.parametrize("home", ["fidelity", "realistic"])
+@pytest.mark.parametrize("home", ["fidelity", "realistic", "fast"])
 def test_guild_parses_each_opref_into_its_parts(homes, guild_read, home):
     read = _read(guild_read, homes[home])
     assert {run.id: list(run.opref) for run in homes[home].runs} == {
@@ -201,7 +202,7 @@ def _as_indexed(value):
     return None if math.isnan(value) else value
 
 
-@pytest.mark.parametrize("home", ["fidelity", "realistic"])
+@pytest.mark.parametrize("home", ["fidelity", "realistic", "fast"])
 def test_guild_indexes_the_last_value_of_each_scalar_per_prefix(homes, guild_read, home):
     read = _read(guild_read, homes[home])
     for run in homes[home].runs:
@@ -267,6 +268,16 @@ def _awkward_values():
 
 
 # --- the real command line lists every run -----------------------------------
+
+
+def test_fast_home_writes_only_what_a_listing_reads(homes):
+    run_files = {path.relative_to(run.run_dir(homes["fast"].root)).as_posix()
+                 for run in homes["fast"].runs for path in run.run_dir(homes["fast"].root).rglob("*")}
+    attrs = {path.split("/")[-1] for path in run_files if path.startswith(".guild/attrs/")}
+    assert attrs <= {"id", "flags", "op", "initialized", "started", "stopped", "exit_status",
+                     "label", "tags", "marked", "comments"}
+    assert not [path for path in run_files if "tfevents" in path or path.startswith(".guild/output")]
+    assert {run.status for run in homes["fast"].runs} >= {"completed", "error"}
 
 
 @pytest.mark.parametrize("deleted", [False, True])
@@ -418,7 +429,7 @@ def _tree_digest(root):
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("profile", ["fidelity", "realistic"])
+@pytest.mark.parametrize("profile", ["fidelity", "realistic", "fast"])
 def test_generation_is_deterministic_for_a_seed_and_now(tmp_path, profile):
     spec = HomeSpec(24, profile=profile, seed=2)
     first = generate_home(tmp_path / "a", spec, NOW)
