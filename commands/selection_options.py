@@ -9,13 +9,11 @@ import functools
 import inspect
 import sys
 from dataclasses import dataclass, fields, replace
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Annotated, FrozenSet, List, Optional, Tuple
 
 import click
 import typer
-from typing_extensions import Annotated
 
-from .remote import read_ids, run_remote
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
 from .completion import complete_run_ids, completer
@@ -200,6 +198,8 @@ def selection_command(fn):
     @functools.wraps(fn)
     def command(**kwargs):
         remote, ids_from_stdin = kwargs.pop("remote"), kwargs.pop("ids_from_stdin")
+        if remote or ids_from_stdin:  # -r here, or the runq that -r runs over ssh
+            from .remote import read_ids, run_remote
         if remote:
             ctx = click.get_current_context()
             mirror_settings = run_remote(ctx, remote)  # None once done there
