@@ -68,6 +68,11 @@ CREATE INDEX IF NOT EXISTS runs_in_order ON runs (deleted, timestamp IS NULL, ti
 -- scans it.
 CREATE INDEX IF NOT EXISTS runs_signatures ON runs (deleted, dir, watched, signature);
 
+-- The runs whose status hangs on a live pid, which every refresh re-checks:
+-- found without scanning the wide rows (with a watcher, the rest of a
+-- refresh no longer grows with the number of runs).
+CREATE INDEX IF NOT EXISTS runs_pids ON runs (pid) WHERE pid IS NOT NULL;
+
 CREATE TABLE IF NOT EXISTS attrs (
     run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     name TEXT NOT NULL,             -- the file name in .guild/attrs

@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from . import demo, index, runs, sql
+from . import demo, index, runs, sql, watch
 from .. import __version__
 from .failure import one_line, quiet_stdout, unexpected_error
 from .help import help_topic
@@ -96,6 +96,7 @@ app.command("index")(index.index)
 app.command("sql")(sql.sql)
 app.command("demo")(demo.demo)
 app.command("help")(help_topic)
+app.add_typer(watch.app, name="watch")
 
 
 def _print_version(value: bool):

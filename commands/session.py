@@ -2,6 +2,7 @@
 options, a refresh before any selection, and its one-line report."""
 
 import atexit
+import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,7 +13,7 @@ import click
 import typer
 
 from .failure import escaped
-from ..engine import api
+from ..engine import api, watch
 from ..engine.home import DELETED, LIVE
 from ..engine.indexer import LockWait
 
@@ -50,7 +51,17 @@ def open_run_index(settings, check=(LIVE, DELETED)):
     _close_with_command(opened.index)
     if opened.refresh_report:
         report_problems(opened.refresh_report, settings.verbose)
+    _start_watcher_if_asked(opened.index)
     return opened
+
+
+def _start_watcher_if_asked(index):
+    """RUNQ_WATCH=1: a command finding no watcher of its index starts one,
+    without waiting for it (the next commands use it once it watches)."""
+    if os.environ.get("RUNQ_WATCH", "") in ("", "0") or not watch.available():
+        return
+    if watch.running_pid(index.path) is None:
+        watch.start(index.home.path, index.path, wait=False)
 
 
 def open_archive(settings, path):

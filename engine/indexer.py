@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
-from . import rundir
+from . import rundir, watch
 from .errors import HomeError
 from .executor import register_functions
 from .home import DELETED, LIVE
@@ -76,6 +76,8 @@ class RefreshReport:
     removed: int = 0
     moved: int = 0
     rechecked: int = 0
+    checked: int = 0  # runs whose stat signatures were compared
+    watcher: bool = False  # a watcher said which runs changed
     seconds: float = 0.0
     problems: List[Tuple[str, str]] = field(default_factory=list)  # (run id, what)
     lost_workers: List[LostWorker] = field(default_factory=list)
@@ -142,8 +144,8 @@ class Index:
         report = RefreshReport()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            if self.home_changed:  # another home's stamps and signatures say nothing here
-                self.set_meta(roots_stamp="")
+            if self.home_changed:  # another home's stamps, signatures and watcher tokens say nothing here
+                self.set_meta(roots_stamp="", watch_token="")
                 check = (LIVE, DELETED)
             self._refresh(set(check), report, progress, workers)
             report.seconds = time.perf_counter() - started
@@ -157,18 +159,24 @@ class Index:
         return report
 
     def _refresh(self, check, report, progress, workers):
+        # Asked first: whatever changes after the watcher's answer is told
+        # with the next token (see engine/watch.py).
+        news = watch.ask(self.path, self.home.path, self.meta("watch_token"))
         # runs/ and trash/runs/ change mtime whenever an entry comes, goes or
         # is renamed: unchanged, their listings cannot hold news.
         stamp = self._roots_stamp()
         first_build = self.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
         new = self._follow_listings(report) if stamp != self.meta("roots_stamp") else []
-        changed = self._changed_runs(check, workers)
+        if news and not news.full:
+            changed = self._changed_watched_runs(check, workers, news, report)
+        else:  # every run; both roots when a watcher answered: its token will stand for both
+            changed = self._changed_runs({LIVE, DELETED} if news else check, workers, report)
         report.added, report.updated = len(new), len(changed)
         large = first_build and len(new) >= LARGE_BUILD_RUNS
         with self._bulk_load(len(new)) if large else contextlib.nullcontext():
             self._read_and_store(new + changed, report, progress, workers, rundir.LIST_EVENTS if large else True)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
-        self.set_meta(roots_stamp=stamp)
+        self.set_meta(roots_stamp=stamp, watch_token=news.token if news else "")
 
     @contextlib.contextmanager
     def _bulk_load(self, runs):
@@ -220,7 +228,7 @@ class Index:
         return [(path, run_id, deleted, listing) for run_id, (deleted, listing, path) in on_disk.items()
                 if run_id not in known and rundir.is_run_dir(path)]
 
-    def _changed_runs(self, check, workers):
+    def _changed_runs(self, check, workers, report):
         """(dir, id, deleted, listing) of the checked roots' runs whose stat signature changed."""
         roots = ", ".join(str(int(root)) for root in sorted(check)) or "-1"
         prefix = self.dir_prefix
@@ -228,6 +236,7 @@ class Index:
             f"SELECT ? || dir, watched, signature FROM runs INDEXED BY runs_signatures WHERE deleted IN ({roots})",
             (prefix,),
         ).fetchall()
+        report.checked = len(candidates)
         changed = changed_signatures(candidates, workers or os.cpu_count() or 1)
         return [
             self.conn.execute(
@@ -236,6 +245,20 @@ class Index:
             ).fetchone()
             for path in changed
         ]
+
+    def _changed_watched_runs(self, check, workers, news, report):
+        """As _changed_runs, but only for the runs the watcher saw change (in
+        either root: the new token covers both) and, in the checked roots,
+        those it could not watch."""
+        rows = []
+        for chunk in _chunks(sorted(news.changed | news.unwatched), 10000):
+            query = (f"SELECT ? || dir, watched, signature, id, deleted, listing FROM runs "
+                     f"WHERE id IN ({', '.join('?' * len(chunk))})")
+            rows += self.conn.execute(query, (self.dir_prefix, *chunk)).fetchall()
+        rows = [row for row in rows if row[3] in news.changed or row[4] in check]
+        report.checked, report.watcher = len(rows), True
+        changed = set(changed_signatures([row[:3] for row in rows], workers or os.cpu_count() or 1))
+        return [(path, run_id, deleted, listing) for path, _, _, run_id, deleted, listing in rows if path in changed]
 
     def _list_roots(self):
         """{run id: (deleted, listing position, dir)} for both roots."""
