@@ -124,6 +124,17 @@ CREATE TABLE IF NOT EXISTS comments (
     PRIMARY KEY (run_key, seq)
 ) WITHOUT ROWID;
 
+-- Selections compiled before (engine/sqlcache.py), the newest few: a repeated
+-- selection runs without being compiled again.
+CREATE TABLE IF NOT EXISTS compiled (
+    key TEXT PRIMARY KEY,           -- hash of the selection, runq's and sqlglot's code, this schema
+    sql TEXT NOT NULL,
+    params TEXT NOT NULL,           -- JSON {name: value}
+    now_params TEXT NOT NULL,       -- JSON {name: role}: parameters recomputed from the time of each use
+    lazy_attrs TEXT NOT NULL,       -- JSON list of the large attributes the selection decodes first
+    has_run_args INTEGER NOT NULL
+);
+
 -- Views for writing your own SQL (runq sql, sqlite3, Datasette): each names
 -- runs by id, so common questions need no joins. Times are shown as local
 -- time text, as Guild shows them. Large attributes (env, pip_freeze,

@@ -8,6 +8,8 @@ CPU time are the kernel's accounting for that process and the children it
 waited for, as GNU time reports them. Groups:
 
   parse  in-process: parsing, compiling and rendering long filter expressions
+  startup  `runs list` on a small home of its own (300 runs), many repeats:
+         runq's time as a share of Guild's, where starting is most of it
   list   `runs list --deleted -a SEL` (and one RUN range through `runs purge`
          answered 'n'): Guild, runq with its default refresh, runq --no-refresh
   purge  the same runs purged by Guild, runq and `rm -rf` (the floor), each on
@@ -50,7 +52,7 @@ from runq.engine.compiler import compile_selection  # noqa: E402
 from runq.engine.samplehome import mutate_home  # noqa: E402
 from runq.engine.selection import build_selection  # noqa: E402
 
-GROUPS = ("parse", "list", "purge", "index")
+GROUPS = ("parse", "startup", "list", "purge", "index")
 ABORTED = 4  # exit code of Guild and runq when a prompt is answered no
 DEFAULT_TIMEOUT = 1800.0
 SETTLE_DIRTY_KB = 16 * 1024  # writeback left after `sync` that we wait out
@@ -313,14 +315,19 @@ def _uptime():
 # ---------------------------------------------------------------------------
 
 
-def generate_home(bench):
-    argv = [sys.executable, "-m", "runq.engine.samplehome", str(bench.home), "--runs", str(bench.args.runs),
+def generate_home(bench, home=None, runs=None, facts=True):
+    """Generates the benchmark's home (or `home` of `runs` runs); with `facts`,
+    records its size in the results."""
+    home, runs = home or bench.home, runs or bench.args.runs
+    argv = [sys.executable, "-m", "runq.engine.samplehome", str(home), "--runs", str(runs),
             "--profile", "realistic", "--seed", str(bench.args.seed)]
-    print(f"Generating {bench.args.runs:,} runs into {bench.home} ...", flush=True)
+    print(f"Generating {runs:,} runs into {home} ...", flush=True)
     began = time.perf_counter()
     result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=bench.args.timeout)
     if result.returncode != 0:
         raise BenchError(f"generating the home failed:\n{result.stderr.strip()[-2000:]}")
+    if not facts:
+        return
     bench.facts["generate_seconds"] = time.perf_counter() - began
     bench.facts["live_runs"] = len(os.listdir(bench.home / "runs"))
     bench.facts["deleted_runs"] = len(os.listdir(trash(bench.home)))
@@ -585,6 +592,45 @@ def _seconds_text(row):
 
 
 # ---------------------------------------------------------------------------
+# startup: `runs list` on a small home, where starting is most of the time
+# ---------------------------------------------------------------------------
+
+STARTUP_CASES = (
+    ListCase("runs list", ("runs", "list")),
+    ListCase("runs list --help", ("runs", "list", "--help"), compare=""),
+)
+
+
+def bench_startup(bench):
+    """Guild and runq listing a home of --startup-runs runs (its own, half of
+    them deleted), each command repeated at least STARTUP_REPEATS times,
+    interleaved; runq's median as a share of Guild's."""
+    home = bench.work / "startup-home"
+    generate_home(bench, home, bench.args.startup_runs, facts=False)
+    repeat = max(bench.args.repeat, STARTUP_REPEATS)
+    for case in STARTUP_CASES:
+        argvs = {
+            "guild": bench.guild_argv(home, *case.words),
+            "runq": bench.runq_argv(home, *case.words),
+            "runq --no-refresh": bench.runq_argv(home, *case.words, refresh=False),
+        }
+        rows = {tool: Row("startup", case.name, tool, shown(argv, bench.work)) for tool, argv in argvs.items()}
+        for argv in argvs.values():  # warm: Guild's caches, runq's index and its compiled selection
+            bench.run(argv, home)
+        for _ in range(repeat):
+            for tool in LIST_TOOLS:
+                rows[tool].samples.append(bench.run(argvs[tool], home))
+        for tool in LIST_TOOLS:
+            rows[tool].note = _agreement(rows, tool, case.compare)
+            bench.add(rows[tool])
+        profile_runq(bench, f"startup-{_slug(case.name)}", argvs["runq"], home=home)
+        print(f"  startup {case.name}: " + ", ".join(_seconds_text(rows[t]) for t in LIST_TOOLS), flush=True)
+
+
+STARTUP_REPEATS = 20
+
+
+# ---------------------------------------------------------------------------
 # purge: the same runs removed by Guild, runq and rm -rf
 # ---------------------------------------------------------------------------
 
@@ -742,7 +788,9 @@ def bench_index(bench):
 
 def report(bench):
     lines = [_header(bench)]
-    for group, render in (("parse", _parse_table), ("list", _list_table), ("purge", _purge_table), ("index", _index_table)):
+    tables = (("parse", _parse_table), ("startup", _startup_table), ("list", _list_table), ("purge", _purge_table),
+              ("index", _index_table))
+    for group, render in tables:
         rows = [r for r in bench.rows if r.group == group]
         if rows:
             lines += ["", *render(rows, bench)]
@@ -786,6 +834,26 @@ def _list_table(rows, bench):
         table.append((case, _lines(q), _s(g), _s(q), _s(n), _ratio(g, q), _ratio(g, n),
                       _mem(g), _mem(q), _same(q.note)))
     return ["Listing (stdout and stderr to files; runq's index fresh, Guild warmed up once)", *_format(header, table)]
+
+
+def _startup_table(rows, bench):
+    by = {(r.case, r.tool): r for r in rows}
+    cases = list(dict.fromkeys(r.case for r in rows))
+    header = ("command", "guild s", "runq s", "no-refresh s", "runq/guild", "no-ref/guild", "guild cpu s", "runq cpu s",
+              "output")
+    table = []
+    for case in cases:
+        g, q, n = by[case, "guild"], by[case, "runq"], by[case, "runq --no-refresh"]
+        table.append((case, _s(g), _s(q), _s(n), _share(q, g), _share(n, g), _s(g, "cpu_seconds"),
+                      _s(q, "cpu_seconds"), _same(q.note)))
+    runs = bench.args.startup_runs
+    return [f"Start-up: a {runs:,}-run home ({runs // 2:,} live), medians of {len(rows[0].samples)} whole processes",
+            *_format(header, table)]
+
+
+def _share(runq, guild):
+    a, b = runq.median(), guild.median()
+    return f"{a / b:.2f}" if a and b else "-"
 
 
 def _lines(row):
@@ -897,6 +965,7 @@ def parse_args(argv=None):
     parser.add_argument("--work", type=Path, help="directory to create the benchmark's fresh work directory in (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (homes and copies) afterwards")
     parser.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
+    parser.add_argument("--startup-runs", type=int, default=300, help="runs in the start-up group's own home (default 300)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help=f"seconds before one process is killed (default {DEFAULT_TIMEOUT:.0f})")
     parser.add_argument("--json", type=Path, help="where to write the JSON results (default benchmarks/results/<date>-<runs>.json)")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also run each runq command once under cProfile, writing DIR/<name>.prof and .txt")
@@ -955,7 +1024,7 @@ def facts(args, guild):
     }
 
 
-RUNNERS = {"parse": bench_parse, "list": bench_list, "purge": bench_purge, "index": bench_index}
+RUNNERS = {"parse": bench_parse, "startup": bench_startup, "list": bench_list, "purge": bench_purge, "index": bench_index}
 
 
 def main(argv=None):
@@ -968,7 +1037,7 @@ def main(argv=None):
     bench = Bench(args, work, guild, runq, facts=facts(args, guild))
     bench.note_load("start")
     try:
-        if set(args.only) - {"parse"}:
+        if set(args.only) - {"parse", "startup"}:
             generate_home(bench)
         for group in GROUPS:  # this order: index last, as it changes the home
             if group in args.only:

@@ -4,12 +4,11 @@ import os
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import click
 import typer
 from typer.core import TyperGroup
-from typing_extensions import Annotated
 
 from . import demo, index, runs, sql
 from .. import __version__

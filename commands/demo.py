@@ -14,10 +14,9 @@ import shlex
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from ..engine.errors import HomeError
 from ..engine.home import resolve_home

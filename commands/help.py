@@ -1,9 +1,8 @@
 """`runq help TOPIC`: how selections are written, without Guild's manual at hand."""
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from ..engine.errors import SelectionError
 

@@ -2,12 +2,10 @@
 
 import os
 from datetime import datetime
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
-from .remote import run_remote_index
 from .render import size_text
 from .session import open_index
 from ..engine.home import locate_index, resolve_home
@@ -22,6 +20,8 @@ def index(
 ):
     """Refresh the index and show its state."""
     if remote:
+        from .remote import run_remote_index
+
         return run_remote_index(ctx, remote)
     settings = ctx.obj
     home = resolve_home(settings.guild_home)

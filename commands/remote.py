@@ -16,10 +16,8 @@ from typing import Optional
 import click
 import typer
 
-from ..engine.remote import STDIN_WORDS, RemoteError, SshSession, remote_for_name
-from ..engine.remote_s3 import S3Remote
-from ..engine.rundir import format_operation, parse_opref
-from .remote_s3 import index_mirror, mirror_settings
+# The engine's remote modules (yaml, threads, subprocesses) are imported by
+# the functions that need them: every run command imports this module.
 
 NOT_FORWARDED = {"remote", "ids_from_stdin", "status_chars"}  # -S is forwarded as the statuses it set
 ASKING_OPTIONS = {"yes", "dry_run", "as_json", "show_sql", "background"}  # what the selecting step leaves out
@@ -126,6 +124,10 @@ def root_words(ctx):
 def run_remote(ctx, remote_name):
     """`runq runs COMMAND -r REMOTE ...`: done there (None), or for an S3
     remote the settings that select on its mirror here."""
+    from ..engine.remote import SshSession
+    from ..engine.remote_s3 import S3Remote
+    from .remote_s3 import mirror_settings
+
     remote = _remote(ctx, remote_name)
     if isinstance(remote, S3Remote):
         return mirror_settings(ctx, remote)
@@ -139,6 +141,10 @@ def run_remote(ctx, remote_name):
 
 def run_remote_index(ctx, remote_name):
     """`runq index -r REMOTE ...`."""
+    from ..engine.remote import SshSession
+    from ..engine.remote_s3 import S3Remote
+    from .remote_s3 import index_mirror
+
     remote = _remote(ctx, remote_name)
     if isinstance(remote, S3Remote):
         return index_mirror(ctx, remote)
@@ -149,6 +155,8 @@ def run_remote_index(ctx, remote_name):
 
 
 def _remote(ctx, remote_name):
+    from ..engine.remote import RemoteError, remote_for_name
+
     root = ctx.find_root().params
     if root.get("guild_home") or root.get("index_path"):
         raise RemoteError("-H/--guild-home and --index name a home here", hint="a remote's home is its guild-home setting")
@@ -181,6 +189,8 @@ def _with_runq(session, ctx):
 
 
 def _with_guild(session, ctx, tool):
+    from ..engine.remote import STDIN_WORDS
+
     name = ctx.command.name
     refused = sorted(p.name for p, _ in given_params(ctx) if p.name not in GUILD_OPTIONS[name])
     if tool != "guild" or refused:
@@ -205,6 +215,8 @@ def _refused_text(ctx, refused):
 
 
 def _runq_missing(remote, why):
+    from ..engine.remote import RemoteError
+
     return RemoteError(
         f"runq is not installed on {remote.host} ({why})",
         hint=f"install runq there, or point runq-path in remote '{remote.name}' at it",
@@ -233,6 +245,8 @@ def _action(run_commands, ctx):
 
 
 def _parse_runs(session, answer, make_run):
+    from ..engine.remote import RemoteError
+
     try:
         return [make_run(item) for item in json.loads(answer)]
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -245,6 +259,8 @@ def _runq_run(item):
 
 
 def _guild_run(item):
+    from ..engine.rundir import format_operation, parse_opref
+
     opref = parse_opref(item.get("opref"))
     operation = format_operation(opref) if opref else None
     return RemoteRun(item["id"], operation, item.get("started"), item.get("status"), item.get("label"),

@@ -13,7 +13,6 @@ import click
 import typer
 
 from ..engine import details
-from ..engine.pgdialect import PythonMatch
 
 COLUMN_SPACING = 2
 LIST_COLUMNS = ("index", "op_desc", "started", "status", "label")
@@ -343,6 +342,8 @@ def sql_script(compiled):
 
 
 def _param_text(value):
+    from ..engine.pgdialect import PythonMatch  # imports sqlglot, as printing SQL has
+
     if isinstance(value, PythonMatch):  # PostgreSQL's -Fo patterns: runq fills these in as it runs
         return f"{value} (a text[] found as the selection runs)"
     return sql_literal(value)

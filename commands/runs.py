@@ -3,20 +3,18 @@
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+import typer.main
 from typer.core import TyperGroup
-from typing_extensions import Annotated
 
 from . import render
 from .help import SEE_ALSO
-from .remote import keep_confirmed
 from .selection_options import selection_command
 from .session import open_archive, open_run_index, progress_printer
 from ..engine import actions
 from ..engine.api import RunIndex, Runs
-from ..engine.compiler import compile_selection
 from ..engine.errors import SelectionError
 from ..engine.home import DELETED, LIVE
 
@@ -28,7 +26,11 @@ ALIASES = {"ls": "list", "rm": "delete"}
 
 class RunsGroup(TyperGroup):
     """`runq runs`: alone or followed by options, lists runs as `guild runs`
-    does; `ls` and `rm` name `list` and `delete`."""
+    does; `ls` and `rm` name `list` and `delete`.
+
+    Its commands (registered on COMMANDS) become click commands when first
+    named: Typer converting the parameters of purge, delete and restore too
+    would cost every listing a twentieth of its time."""
 
     def parse_args(self, ctx, args):
         listing = not args or args[0].startswith("-") and args[0] != "--help"
@@ -36,8 +38,20 @@ class RunsGroup(TyperGroup):
             args = ["list", *args]
         return super().parse_args(ctx, args)
 
+    def list_commands(self, ctx):
+        return [info.name for info in COMMANDS.registered_commands]
+
     def get_command(self, ctx, cmd_name):
-        return super().get_command(ctx, ALIASES.get(cmd_name, cmd_name))
+        name = ALIASES.get(cmd_name, cmd_name)
+        known = {info.name: info for info in COMMANDS.registered_commands}
+        # An unknown name: all of them, which click suggests from (self.commands).
+        for info in [known[name]] if name in known else known.values():
+            if info.name not in self.commands:
+                # pretty_exceptions_short: Typer's default, the root's; RunqGroup reports errors itself
+                self.commands[info.name] = typer.main.get_command_from_info(
+                    info, pretty_exceptions_short=True, rich_markup_mode=self.rich_markup_mode
+                )
+        return super().get_command(ctx, name)
 
     def format_commands(self, ctx, formatter):
         """Commands with their aliases, as Guild lists them (`delete, rm`)."""
@@ -50,6 +64,7 @@ class RunsGroup(TyperGroup):
 
 
 app = typer.Typer(cls=RunsGroup, suggest_commands=False, help="List, delete, purge and restore runs (alone: list them).")
+COMMANDS = typer.Typer()  # the group's commands, converted one by one (RunsGroup.get_command)
 
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not prompt before acting.")]
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would happen and change nothing.")]
@@ -168,7 +183,7 @@ def _at_least_one(value: Optional[int]):
     return value
 
 
-@app.command("list", epilog=SEE_ALSO)
+@COMMANDS.command("list", epilog=SEE_ALSO)
 @selection_command
 def list_runs(
     ctx: typer.Context,
@@ -233,7 +248,7 @@ def _limited(runs, all_, limit, more):
     return runs[: limit or (more + 1) * RUNS_PER_PAGE]
 
 
-@app.command("purge", epilog=SEE_ALSO)
+@COMMANDS.command("purge", epilog=SEE_ALSO)
 @selection_command
 def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                as_json: JsonOption = False, show_sql: SqlOption = False, background: BackgroundOption = False,
@@ -242,7 +257,7 @@ def purge_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: Dry
     _act(ctx.obj, options, PURGE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
-@app.command("delete", epilog=SEE_ALSO)
+@COMMANDS.command("delete", epilog=SEE_ALSO)
 @selection_command
 def delete_runs(
     ctx: typer.Context,
@@ -259,7 +274,7 @@ def delete_runs(
     _act(ctx.obj, options, DELETE_PERMANENT if permanent else DELETE, yes, dry_run, as_json, _shown(show_sql, explain), background)
 
 
-@app.command("restore", epilog=SEE_ALSO)
+@COMMANDS.command("restore", epilog=SEE_ALSO)
 @selection_command
 def restore_runs(ctx: typer.Context, options, yes: YesOption = False, dry_run: DryRunOption = False,
                  as_json: JsonOption = False, show_sql: SqlOption = False, explain: ExplainOption = False):
@@ -299,6 +314,8 @@ def _select(settings, options, source, show_sql, archive=None):
         typer.echo(f"runq: {warning}", err=True)
     _check_dialect(options.sql_dialect, show_sql)
     if show_sql:
+        from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain
+
         _show_query(compile_selection(selection, settings.now, options.sql_dialect), show_sql)
         return None
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
@@ -318,6 +335,8 @@ def _act(settings, options, action, yes, dry_run, as_json, show_sql, background=
     selected = _select(settings, options, action.source, show_sql)
     if selected is None:
         return
+    from .remote import keep_confirmed  # not imported by a listing, which never acts
+
     runs = keep_confirmed(options, selected.runs)
     if dry_run and as_json:
         render.print_json(runs, selected.index)  # an array even when empty: this output is for programs

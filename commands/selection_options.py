@@ -9,20 +9,19 @@ import functools
 import inspect
 import sys
 from dataclasses import dataclass, fields, replace
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Annotated, FrozenSet, List, Optional, Tuple
 
 import click
 import typer
-from typing_extensions import Annotated
 
-from .remote import read_ids, run_remote
-from ..engine.compiler import SPELLINGS
 from ..engine.errors import SelectionError
 from ..engine.selection import STATUSES, build_selection
 from .completion import complete_run_ids, completer
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
+# compiler.SPELLINGS' names, not imported from there: the compiler imports sqlglot.
+SQL_DIALECTS = ("sqlite", "postgres")
 FILTER_HELP = "Filter runs using a filter expression (see 'runq help filters')."
 
 
@@ -143,7 +142,7 @@ OPTION_TYPES = {
         typer.Option(
             "--dialect",
             metavar="DIALECT",
-            click_type=click.Choice(list(SPELLINGS)),
+            click_type=click.Choice(SQL_DIALECTS),
             help="With --sql: print the SQL as this database runs it (sqlite or postgres).",
         ),
     ],
@@ -211,6 +210,8 @@ def selection_command(fn):
     @functools.wraps(fn)
     def command(**kwargs):
         remote, ids_from_stdin = kwargs.pop("remote"), kwargs.pop("ids_from_stdin")
+        if remote or ids_from_stdin:  # -r here, or the runq that -r runs over ssh
+            from .remote import read_ids, run_remote
         if remote:
             ctx = click.get_current_context()
             mirror_settings = run_remote(ctx, remote)  # None once done there

@@ -9,10 +9,9 @@ import threading
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from .session import open_index
 from ..engine.attrs import LAZY_ATTRS

@@ -7,17 +7,14 @@ that they no longer pass the filters, or vanished.
 
 from dataclasses import replace
 
-from sqlglot import exp
-
-from . import purge
-from .compiler import compile_selection
+from . import purge, sqlcache
 from .executor import query_plan, select_runs
 from .home import DELETED
 from .indexer import schema_text
 
 
 def select(index, selection, now):
-    return run_compiled(index, compile_selection(selection, now))
+    return run_compiled(index, sqlcache.compiled_selection(index.conn, selection, now))
 
 
 def run_compiled(index, compiled):
@@ -38,6 +35,8 @@ def recheck(index, selection, runs, now):
     Filters are evaluated again; RUN arguments are not, so a run picked by
     its index stays picked even if newer runs appeared meanwhile.
     """
+    from .compiler import compile_selection  # imports sqlglot, which selecting from the cache does not
+
     compiled = compile_selection(replace(selection, runs=()), now)
     index.recheck([run.id for run in runs], events=_uses_scalars(compiled))
     passing = {run.id for run in run_compiled(index, compiled)}
@@ -46,6 +45,8 @@ def recheck(index, selection, runs, now):
 
 def _uses_scalars(compiled):
     """Whether a selection reads scalars: only then must a re-check read event files."""
+    from sqlglot import exp
+
     return any(table.name == "scalars" for table in compiled.expression.find_all(exp.Table))
 
 

@@ -16,8 +16,6 @@ Callers pass text as Guild reads it: the file opened in text mode, so
 import functools
 import re
 
-import yaml
-
 from .errors import RunqError
 
 # Large attributes that runq keeps as raw text and decodes only when a
@@ -55,61 +53,76 @@ _GUILD_FLOAT = re.compile(
 ALIAS_NODE_BUDGET = 100_000
 
 
-class GuildLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader with Guild's float resolver, on this class only,
-    and a budget on what aliases expand to (a recursive alias is refused)."""
+@functools.cache
+def _guild_loader():
+    """GUILD_LOADER, made on first use: PyYAML is imported only when an
+    attribute is decoded (a command whose runs did not change decodes none)."""
+    import yaml
 
-    def compose_document(self):
-        self._node_sizes, self._alias_nodes = {}, 0
-        return super().compose_document()
+    class GuildLoader(yaml.SafeLoader):
+        """PyYAML's SafeLoader with Guild's float resolver, on this class only,
+        and a budget on what aliases expand to (a recursive alias is refused)."""
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            self._spend_alias(self.peek_event())
-            return super().compose_node(parent, index)
-        node = super().compose_node(parent, index)
-        self._node_sizes[id(node)] = 1 + sum(self._node_sizes[id(child)] for child in _children(node))
-        return node
+        def compose_document(self):
+            self._node_sizes, self._alias_nodes = {}, 0
+            return super().compose_document()
 
-    def _spend_alias(self, event):
-        node = self.anchors.get(event.anchor)
-        if node is None:
-            return  # PyYAML reports the undefined alias
-        size = self._node_sizes.get(id(node))
-        if size is None:
-            raise _alias_error("recursive alias", event)
-        self._alias_nodes += size
-        if self._alias_nodes > ALIAS_NODE_BUDGET:
-            raise _alias_error(f"aliases expand to more than {ALIAS_NODE_BUDGET} nodes", event)
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                self._spend_alias(self.peek_event())
+                return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
+            self._node_sizes[id(node)] = 1 + sum(self._node_sizes[id(child)] for child in _children(node))
+            return node
+
+        def _spend_alias(self, event):
+            node = self.anchors.get(event.anchor)
+            if node is None:
+                return  # PyYAML reports the undefined alias
+            size = self._node_sizes.get(id(node))
+            if size is None:
+                raise _alias_error("recursive alias", event)
+            self._alias_nodes += size
+            if self._alias_nodes > ALIAS_NODE_BUDGET:
+                raise _alias_error(f"aliases expand to more than {ALIAS_NODE_BUDGET} nodes", event)
+
+    class AliasBudgetError(yaml.composer.ComposerError):
+        """YAML whose aliases runq refuses to expand."""
+
+    def _children(node):
+        if isinstance(node, yaml.MappingNode):
+            return [child for pair in node.value for child in pair]
+        return node.value if isinstance(node, yaml.SequenceNode) else ()
+
+    def _alias_error(what, event):
+        return AliasBudgetError(None, None, f"{what} (*{event.anchor})", event.start_mark)
+
+    # add_implicit_resolver copies the inherited table into GuildLoader before
+    # appending, so yaml's global resolvers stay untouched.
+    GuildLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:float", _GUILD_FLOAT, list("-+0123456789.")
+    )
+    GuildLoader.AliasBudgetError = AliasBudgetError
+    return GuildLoader
 
 
-def _children(node):
-    if isinstance(node, yaml.MappingNode):
-        return [child for pair in node.value for child in pair]
-    return node.value if isinstance(node, yaml.SequenceNode) else ()
-
-
-class AliasBudgetError(yaml.composer.ComposerError):
-    """YAML whose aliases runq refuses to expand."""
-
-
-def _alias_error(what, event):
-    return AliasBudgetError(None, None, f"{what} (*{event.anchor})", event.start_mark)
-
-
-# add_implicit_resolver copies the inherited table into GuildLoader before
-# appending, so yaml's global resolvers stay untouched.
-GuildLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", _GUILD_FLOAT, list("-+0123456789.")
-)
-GUILD_LOADER = GuildLoader
+def __getattr__(name):
+    """GUILD_LOADER (also as GuildLoader) and AliasBudgetError, made on first use."""
+    if name in ("GUILD_LOADER", "GuildLoader"):
+        return _guild_loader()
+    if name == "AliasBudgetError":
+        return _guild_loader().AliasBudgetError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_yaml(text):
     """Decode `text` exactly as Guild does (slow; the reference for the fast path)."""
+    import yaml
+
+    loader = _guild_loader()
     try:
-        return yaml.load(text, Loader=GUILD_LOADER)
-    except AliasBudgetError as exc:
+        return yaml.load(text, Loader=loader)
+    except loader.AliasBudgetError as exc:
         raise AttrDecodeError(
             f"YAML refused: {exc.problem}",
             hint="runq reads an attribute as undefined when its aliases expand this far",
@@ -320,7 +333,7 @@ def _plain_scalar(text):
 
 
 def _implicit_tag(text):
-    table = GUILD_LOADER.yaml_implicit_resolvers
+    table = _guild_loader().yaml_implicit_resolvers
     candidates = table.get(text[0], []) + table.get(None, [])
     for tag, pattern in candidates:
         if pattern.match(text):
@@ -344,7 +357,7 @@ def _build_int(text):
 
 
 def _build_float(text):
-    special = _SPECIAL_FLOATS.get(text.lower())
+    special = _special_floats().get(text.lower())
     if special is not None:
         return special
     if "_" in text or ":" in text:
@@ -353,19 +366,18 @@ def _build_float(text):
     return float(text)
 
 
-# The very objects PyYAML returns: one shared nan, so that two `.nan` keys
-# collapse into one dict entry exactly as they do under PyYAML.
-_SPECIAL_FLOATS = {
-    ".inf": GUILD_LOADER.inf_value,
-    "+.inf": GUILD_LOADER.inf_value,
-    "-.inf": -GUILD_LOADER.inf_value,
-    ".nan": GUILD_LOADER.nan_value,
-}
+@functools.cache
+def _special_floats():
+    # The very objects PyYAML returns: one shared nan, so that two `.nan` keys
+    # collapse into one dict entry exactly as they do under PyYAML.
+    loader = _guild_loader()
+    return {".inf": loader.inf_value, "+.inf": loader.inf_value, "-.inf": -loader.inf_value, ".nan": loader.nan_value}
+
 
 _SCALAR_BUILDERS = {
     _STR: str,
     "tag:yaml.org,2002:null": lambda text: None,
-    "tag:yaml.org,2002:bool": lambda text: GUILD_LOADER.bool_values[text.lower()],
+    "tag:yaml.org,2002:bool": lambda text: _guild_loader().bool_values[text.lower()],
     "tag:yaml.org,2002:int": _build_int,
     "tag:yaml.org,2002:float": _build_float,
 }

@@ -68,6 +68,7 @@ class CompiledQuery:
     params: Dict[str, object]
     lazy_attrs: Set[str] = field(default_factory=set)  # raw attributes to decode first
     has_run_args: bool = False
+    now_params: Dict[str, str] = field(default_factory=dict)  # parameter -> what of `now` it holds
     dialect: str = "sqlite"  # a key of SPELLINGS
 
     _rendered: Optional[str] = field(default=None, repr=False)
@@ -169,6 +170,7 @@ class _Compiler:
         self.joins = []
         self.values = {}
         self.lazy_attrs = set()
+        self.now_roles = {}  # parameter -> role, for values taken from `now`
 
     # Parameters and joins
 
@@ -179,6 +181,14 @@ class _Compiler:
         if name is None:
             name = self.param_names[key] = f"p{len(self.params) + 1}"
             self.params[name] = value
+        return exp.Placeholder(this=name)
+
+    def now_param(self, role, value):
+        """A placeholder of its own for a value taken from `now` (engine.sqlcache
+        recomputes it by `role` when it reuses the SQL at another time)."""
+        name = f"p{len(self.params) + 1}"
+        self.params[name] = value
+        self.now_roles[name] = role
         return exp.Placeholder(this=name)
 
     def join(self, table, alias, *conditions):
@@ -197,8 +207,11 @@ class _Compiler:
             query = self.run_args_query(selected, selection.runs)
         else:
             query = selected.order_by(*[o.copy() for o in SORT_ORDER], copy=False)
-        params = _number_in_order(query, self.params)
-        return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs), self.spell.name)
+        params, new_names = _number_in_order(query, self.params)
+        now_params = {new_names[old]: role for old, role in self.now_roles.items() if old in new_names}
+        return CompiledQuery(
+            query, params, self.lazy_attrs, bool(selection.runs), now_params, dialect=self.spell.name
+        )
 
     def selected_runs(self, where):
         position = exp.alias_(
@@ -354,9 +367,9 @@ class _Compiler:
         ts = col("timestamp")
         tests = [exp.NEQ(this=exp.Coalesce(this=ts, expressions=[exp.Literal.number(0)]), expression=exp.Literal.number(0))]
         if lo is not None:
-            tests.append(exp.GTE(this=ts, expression=self.param(lo)))
+            tests.append(exp.GTE(this=ts, expression=self.now_param("started_from", lo)))
         if hi is not None:
-            tests.append(exp.LT(this=ts, expression=self.param(hi)))
+            tests.append(exp.LT(this=ts, expression=self.now_param("started_to", hi)))
         return _and(*tests)
 
     def digest_filter(self, selection):
@@ -523,7 +536,7 @@ class _Compiler:
         duration = lambda microseconds: self.spell.clock_text(_seconds(microseconds))
         return exp.Case(
             ifs=[
-                exp.If(this=running, true=duration(exp.Sub(this=self.param(now_us), expression=started))),
+                exp.If(this=running, true=duration(exp.Sub(this=self.now_param("now", now_us), expression=started))),
                 exp.If(this=stopped, true=duration(exp.Sub(this=col("stopped"), expression=started))),
             ]
         )
@@ -795,7 +808,8 @@ def _name_cte_columns(query, name, columns):
 
 
 def _number_in_order(query, params):
-    """Renames parameters :p1, :p2, ... in the order they appear in the SQL."""
+    """Renames parameters :p1, :p2, ... in the order they appear in the SQL;
+    (the parameters by their new names, {old name: new name})."""
     new_names, renamed = {}, {}
     for placeholder in _placeholders(query):
         old_name = placeholder.name
@@ -803,7 +817,7 @@ def _number_in_order(query, params):
             new_names[old_name] = f"p{len(new_names) + 1}"
             renamed[new_names[old_name]] = params[old_name]
         placeholder.set("this", new_names[old_name])
-    return renamed
+    return renamed, new_names
 
 
 _NO_PLACEHOLDERS = {exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Table}

@@ -18,9 +18,6 @@ import time
 from itertools import groupby
 from typing import NamedTuple, Optional
 
-from sqlglot import exp
-
-from .compiler import RUN_COLUMNS
 from .errors import HomeError, QueryError, QueryInterrupted, SelectionError
 
 # A -Fo pattern may backtrack for ever (`^(a|aa)+$` on a long name); each
@@ -38,6 +35,8 @@ LIST_OPS = {
 
 
 class SelectedRun(NamedTuple):
+    # The columns compiler.RUN_COLUMNS selects, in its order (a test checks
+    # it: importing the compiler here would load sqlglot into every command).
     id: str
     deleted: int
     dir: str
@@ -203,7 +202,7 @@ PATTERN_TESTS = {
 def _select_in_postgres(conn, compiled):
     import psycopg
 
-    if compiled.dialect != "postgres":
+    if getattr(compiled, "dialect", "sqlite") != "postgres":  # a selection from the SQLite index's cache has none
         raise ValueError("a selection run in PostgreSQL is compiled with dialect='postgres'")
     _check_joined_tables(compiled.expression)
     try:
@@ -215,6 +214,8 @@ def _select_in_postgres(conn, compiled):
 
 
 def _check_joined_tables(query):
+    from sqlglot import exp
+
     joined = max(len(select.args.get("joins") or ()) + 1 for select in query.find_all(exp.Select))
     if joined > MAX_JOINED_TABLES:
         raise SelectionError(
@@ -461,9 +462,6 @@ def query_plan(schema, sql, params):
     finally:
         conn.close()
     return [(row[0], row[1], row[3]) for row in rows]
-
-
-assert RUN_COLUMNS == SelectedRun._fields[: len(RUN_COLUMNS)]
 
 
 def stored_attrs(conn, run_ids, names):

@@ -28,7 +28,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +252,8 @@ def _contents(path):
 
 def _move_aside(path):
     """Guild's rule when a destination exists: keep it under a backup name."""
+    import tempfile  # rarely needed; every command imports this module
+
     fd, backup = tempfile.mkstemp(prefix=f"{path.name}_", dir=path.parent)
     os.close(fd)
     os.remove(backup)

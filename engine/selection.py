@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from .errors import RangeError, SelectionError
-from .parser import ParsedFilter, parse_filter
 
 STATUSES = {
     "r": "running",
@@ -41,7 +40,7 @@ class RunArg:
 @dataclass(frozen=True)
 class Selection:
     deleted: bool = False
-    filter: Optional[ParsedFilter] = None
+    filter: Optional[object] = None  # engine.parser.ParsedFilter
     operations: Tuple[str, ...] = ()
     labels: Tuple[str, ...] = ()
     unlabeled: bool = False
@@ -95,7 +94,7 @@ def build_selection(
     time_range = _time_range(started, now) if started else None
     return Selection(
         deleted=deleted,
-        filter=parse_filter(filter_expr) if filter_expr else None,
+        filter=_parsed_filter(filter_expr) if filter_expr else None,
         operations=tuple(operations),
         labels=tuple(labels),
         unlabeled=bool(unlabeled),
@@ -108,6 +107,12 @@ def build_selection(
         not_statuses=unwanted,
         runs=parse_run_args(runs),
     )
+
+
+def _parsed_filter(text):
+    from .parser import parse_filter  # only -F needs it
+
+    return parse_filter(text)
 
 
 def _time_range(spec, now):
