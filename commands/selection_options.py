@@ -20,6 +20,8 @@ from .completion import complete_run_ids, completer
 
 STATUS_CHARS = "".join(STATUSES)
 STATUS_NAMES = ("running", "completed", "error", "terminated", "pending", "staged")
+# compiler.SPELLINGS' names, not imported from there: the compiler imports sqlglot.
+SQL_DIALECTS = ("sqlite", "postgres")
 FILTER_HELP = "Filter runs using a filter expression (see 'runq help filters')."
 
 
@@ -140,7 +142,7 @@ OPTION_TYPES = {
         typer.Option(
             "--dialect",
             metavar="DIALECT",
-            click_type=click.Choice(["sqlite", "postgres"]),  # compiler.SPELLINGS: sqlglot stays out of start-up
+            click_type=click.Choice(SQL_DIALECTS),
             help="With --sql: print the SQL as this database runs it (sqlite or postgres).",
         ),
     ],

@@ -202,7 +202,7 @@ PATTERN_TESTS = {
 def _select_in_postgres(conn, compiled):
     import psycopg
 
-    if compiled.dialect != "postgres":
+    if getattr(compiled, "dialect", "sqlite") != "postgres":  # a selection from the SQLite index's cache has none
         raise ValueError("a selection run in PostgreSQL is compiled with dialect='postgres'")
     _check_joined_tables(compiled.expression)
     try:

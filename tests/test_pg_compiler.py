@@ -73,10 +73,10 @@ GOLDEN = [
         {"filter_expr": "not time contains 1"},
         "r.deleted = %(p3)s AND NOT COALESCE(CASE WHEN COALESCE('str', f1.kind) = 'list'"
         " THEN RUNQ_LIST_CONTAINS(f1.json, %(p4)s) ELSE POSITION(%(p4)s IN COALESCE(NULLIF(LOWER(CASE"
-        " WHEN r.status = 'running' AND NOT r.started IS NULL THEN RUNQ_CLOCK_TEXT(((%(p2)s - r.started) / 1000000))"
+        " WHEN r.status = 'running' AND NOT r.started IS NULL THEN RUNQ_CLOCK_TEXT(((%(p5)s - r.started) / 1000000))"
         " WHEN r.stopped <> 0 AND NOT r.started IS NULL THEN RUNQ_CLOCK_TEXT(((r.stopped - r.started) / 1000000))"
         " END), ''), f1.folded, s2.last_folded)) > 0 END, FALSE)",
-        {"p1": "time", "p2": 1795953600000000, "p3": 0, "p4": "1"},
+        {"p1": "time", "p2": 1795953600000000, "p3": 0, "p4": "1", "p5": 1795953600000000},
     ),
 ]
 
@@ -437,3 +437,10 @@ def test_a_pattern_that_backtracks_for_ever_stops_in_postgres_too(tmp_path, pg_u
     assert sqlite[1].startswith("the pattern '^(a|aa)+$' took over 0.2 s")
     assert postgres[1] == sqlite[1]
     assert _selects(indexes, ["-Fo", "^a+b$"]) == (([run.name], None), ([run.name], None))
+
+
+def test_dialect_choices_are_the_compilers():
+    from runq.commands.selection_options import SQL_DIALECTS
+    from runq.engine.compiler import SPELLINGS
+
+    assert SQL_DIALECTS == tuple(SPELLINGS)
