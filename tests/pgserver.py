@@ -14,11 +14,12 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sshd import free_port
 
 START_TIMEOUT = 30
 ROLE = "runq"
@@ -113,12 +114,6 @@ def _system_user():
         except KeyError:
             continue
     return None
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_user(user):
