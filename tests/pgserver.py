@@ -8,7 +8,6 @@ user) with its data, socket and log in a temporary directory, listening on
 `runq` has a password, so tests can also try a wrong one.
 """
 
-import fcntl
 import glob
 import os
 import pwd
@@ -19,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import debian
 from sshd import free_port
 
 START_TIMEOUT = 30
@@ -75,19 +75,7 @@ def bindir():
 
 
 def install_postgresql():
-    """Installs Debian's PostgreSQL when it is missing and this is root with
-    apt (as CI and a fresh developer machine are), once, whichever test
-    process gets here first."""
-    if bindir() or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    with open("/tmp/runq-tests-postgresql.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if bindir():
-            return
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], env=env, **quiet)
+    debian.install_missing("postgresql", ["postgresql"], bindir)
 
 
 def unavailable_reason():

@@ -7,7 +7,6 @@ is an ssh config file (`ssh_config`) that runq is pointed at through
 real key and nothing of the user's own ~/.ssh is read or written.
 """
 
-import fcntl
 import getpass
 import os
 import shutil
@@ -16,6 +15,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import debian
 
 SSHD = "/usr/sbin/sshd"
 START_TIMEOUT = 10
@@ -45,19 +46,7 @@ def _installed():
 
 
 def install_openssh():
-    """Installs Debian's OpenSSH server and client when they are missing and
-    this is root on a machine with apt (as CI and a fresh developer machine
-    are), once, whichever test process gets here first."""
-    if _installed() or os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    with open("/tmp/runq-tests-openssh.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _installed():
-            return
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], env=env, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "openssh-server", "openssh-client"], env=env, **quiet)
+    debian.install_missing("openssh", ["openssh-server", "openssh-client"], _installed)
 
 
 def unavailable_reason():

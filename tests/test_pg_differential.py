@@ -8,18 +8,11 @@ import sqlite3
 import pgloader
 import pytest
 from differential import NOW, disagreement, engine_select, guild_select_many, make_home
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from strategies import Vocabulary, selection_cases
 from test_differential import CASES
-from test_random_differential import (
-    BATCH,
-    EXAMPLES,
-    HOME_SEED,
-    SEED,
-    _assert_cases_exercise_the_home,
-    _seeded,
-)
+from test_random_differential import BATCH, HOME_SEED, _assert_cases_exercise_the_home, batched
 
 from runq.engine.executor import register_functions
 from runq.engine.samplehome import HomeSpec, generate_home
@@ -87,15 +80,7 @@ def test_random_selections_in_sqlite_and_postgres_match_guild(random_home, postg
     indexes = _indexes(root, postgres, "pg_random_differential")
     answered = []
 
-    @_seeded
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=SEED is None,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @batched
     @given(st.data())
     def check(data):
         cases = data.draw(st.lists(selection_cases(vocab), min_size=BATCH, max_size=BATCH, unique_by=str), label="cases")

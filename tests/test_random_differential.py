@@ -40,6 +40,23 @@ def home(tmp_path_factory):
     return root, Vocabulary.of(manifest)
 
 
+_BATCH_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    derandomize=SEED is None,
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def batched(test):
+    """A hypothesis test of batches of cases that Guild answers at once.
+    Every disagreeing case is reported on its own; shrinking the batch would
+    only ask Guild again and again."""
+    return _seeded(_BATCH_SETTINGS(test))
+
+
 def _seeded(test):
     """The same cases every run, unless RUNQ_HYPOTHESIS_SEED asks for a seed."""
     if SEED is None:
@@ -52,17 +69,7 @@ def test_random_selections_match_guild(home):
     root, vocab = home
     answered = []
 
-    @_seeded
-    @settings(
-        max_examples=EXAMPLES,
-        derandomize=SEED is None,
-        deadline=None,
-        database=None,
-        # Every disagreeing case is reported on its own; shrinking the batch
-        # would only ask Guild again and again.
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
+    @batched
     @given(st.data())
     def check(data):
         cases = data.draw(st.lists(selection_cases(vocab), min_size=BATCH, max_size=BATCH, unique_by=str), label="cases")
