@@ -7,13 +7,26 @@ write: see benchmarks/README.md for the `fast` sample-home profile and a
 file system with enough inodes). Steps, each a whole process timed from
 start to exit, as bench.py times them:
 
-  build    `runq index --rebuild`: the index from nothing (once)
-  walk     `runq runs list`, nothing changed: the refresh stats every run
-  watched  the same with `runq watch` running: the refresh asks the watcher
-  guild    `guild runs list` once (with --guild; minutes at this size)
+  build     `runq index --rebuild`: the index from nothing (once; --no-build
+            keeps the index there is)
+  walk      `runq runs list`, nothing changed: the refresh stats every run
+  watch     `runq watch start` until `runq watch status` says ready
+  watched   the same `runq runs list` with the watcher running: the refresh
+            asks the watcher (the first command after the start walks once)
+  watched:  with the watcher, other selections: deleted runs, an operation
+  ...       filter, a flag filter (counting what they select reads every
+            run that passes the root)
+  guild     `guild runs list` once (with --guild; minutes at this size)
 
-The watcher is started before the `watched` repeats and stopped after them.
+The watcher is stopped after the `watched` steps.
 """
+
+# Other selections timed with the watcher running, after the plain listing.
+WATCHED_SELECTIONS = (
+    ("watched: --deleted", ["runs", "list", "--deleted"]),
+    ("watched: -Fo mnist:train", ["runs", "list", "-Fo", "mnist:train"]),
+    ("watched: -F 'lr > 0.001'", ["runs", "list", "-F", "lr > 0.001"]),
+)
 
 from __future__ import annotations
 
@@ -64,7 +77,8 @@ def main(argv=None):
 
     runq = [str(args.runq), "-H", str(home)]
     print(f"Home {home}: {count_runs(home):,} runs", flush=True)
-    timed("build", [*runq, "index", "--rebuild"], 1)
+    if not args.no_build:
+        timed("build", [*runq, "index", "--rebuild"], 1)
     timed("walk", [*runq, "runs", "list"], 1, warm_up=True)
     timed("walk", [*runq, "runs", "list"], args.repeat)
     watched(args, env, runq, timed)
@@ -74,14 +88,19 @@ def main(argv=None):
 
 
 def watched(args, env, runq, timed):
-    start = subprocess.run([*runq, "watch", "start"], env=env, capture_output=True, text=True, timeout=600)
+    began = time.perf_counter()
+    start = subprocess.run([*runq, "watch", "start"], env=env, capture_output=True, text=True,
+                           timeout=WATCH_READY_SECONDS)
     if start.returncode != 0:
         print(f"  watched: runq watch start failed: {start.stderr.strip()}", flush=True)
         return
     try:
         wait_until_watching(runq, env)
+        print(f"  watch: ready {time.perf_counter() - began:.1f} s after `runq watch start` began", flush=True)
         timed("watched", [*runq, "runs", "list"], 1)  # the first command after start walks once
         timed("watched", [*runq, "runs", "list"], args.repeat)
+        for step, selection in WATCHED_SELECTIONS:
+            timed(step, [*runq, *selection], args.repeat)
     finally:
         subprocess.run([*runq, "watch", "stop"], env=env, capture_output=True, timeout=120)
 
@@ -117,6 +136,7 @@ def parse_args(argv):
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--guild", action="store_true", help="also time one `guild runs list`")
+    parser.add_argument("--no-build", action="store_true", help="keep the home's index: do not time a rebuild")
     parser.add_argument("--work", type=Path, default=Path("/tmp/runq-million-work"),
                         help="an empty HOME for both tools (never the user's)")
     parser.add_argument("--runq", type=Path, default=REPO / ".venv" / "bin" / "runq")

@@ -212,19 +212,19 @@ def list_runs(
     _check_compatible(all=all_, limit=limit, comments=show_comments, verbose=verbose, json=as_json,
                       archive=archive, deleted=deleted)
     source = DELETED if deleted else LIVE
-    selected = _select(ctx.obj, options, source, _shown(show_sql, explain), archive)
+    first = None if as_json or all_ else limit or (more + 1) * RUNS_PER_PAGE
+    selected = _select(ctx.obj, options, source, _shown(show_sql, explain), archive, first)
     if selected is None:
         return
-    runs = selected.runs
+    shown = selected.runs
     if as_json:
         if all_ or limit or more:
             render.note("--json option always shows all runs")
-        render.print_json(runs, selected.index)
+        render.print_json(shown, selected.index)
         return
-    shown = _limited(runs, all_, limit, more)
-    if len(shown) < len(runs) and not limit:
+    if len(shown) < shown.total and not limit:
         render.note(
-            f"Showing the first {len(shown)} runs ({len(runs)} total) - use --all to show all or -m to show more"
+            f"Showing the first {len(shown)} runs ({shown.total} total) - use --all to show all or -m to show more"
         )
     columns = render.SIMPLIFIED_COLUMNS if simplified else render.LIST_COLUMNS
     detail = render.comment_lines if show_comments else (render.detail_lines if verbose else None)
@@ -240,12 +240,6 @@ def _check_compatible(**given):
     for first, second in INCOMPATIBLE:
         if given[first] and given[second]:
             raise SelectionError(f"--{first} and --{second} cannot both be used")
-
-
-def _limited(runs, all_, limit, more):
-    if all_:
-        return runs
-    return runs[: limit or (more + 1) * RUNS_PER_PAGE]
 
 
 @COMMANDS.command("purge", epilog=SEE_ALSO)
@@ -305,10 +299,10 @@ def _show_query(compiled, shown):
         typer.echo("\n".join(prefix + line for line in render.plan_lines(actions.plan(compiled))))
 
 
-def _select(settings, options, source, show_sql, archive=None):
+def _select(settings, options, source, show_sql, archive=None, first=None):
     """The selected runs and the index behind them, or None after printing
     the SQL for --sql or the plan for --explain. With `archive`, runs of that
-    directory."""
+    directory; with `first`, only the first that many (and their total)."""
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
@@ -319,7 +313,7 @@ def _select(settings, options, source, show_sql, archive=None):
         _show_query(compile_selection(selection, settings.now, options.sql_dialect), show_sql)
         return None
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
-    return Selected(index, index.select_built(selection, settings.now))
+    return Selected(index, index.select_built(selection, settings.now, first))
 
 
 def _check_dialect(dialect, shown):

@@ -8,24 +8,43 @@ that they no longer pass the filters, or vanished.
 from dataclasses import replace
 
 from . import purge, sqlcache
-from .executor import query_plan, select_runs
+from .executor import count_runs, query_plan, select_runs
 from .home import DELETED
 from .indexer import schema_text
 
 
-def select(index, selection, now):
+def select(index, selection, now, limit=None):
+    """The selected runs; with `limit` (a selection without RUN arguments)
+    only the first `limit` of them."""
+    return run_compiled(index, _compiled(index, selection, now), limit)
+
+
+def count(index, selection, now):
+    """How many runs the selection has (one without RUN arguments)."""
+    compiled = _compiled(index, selection, now, count=True)
+    _prepare(index, compiled)
+    return count_runs(index.query_conn, compiled)
+
+
+def _compiled(index, selection, now, count=False):
     if index.dialect != "sqlite":  # the cache of compiled SQL is a table of the SQLite index
         from .compiler import compile_selection
 
-        return run_compiled(index, compile_selection(selection, now, index.dialect))
-    return run_compiled(index, sqlcache.compiled_selection(index.conn, selection, now))
+        return compile_selection(selection, now, index.dialect, count)
+    return sqlcache.compiled_selection(index.conn, selection, now, count)
 
 
-def run_compiled(index, compiled):
+def run_compiled(index, compiled, limit=None):
+    _prepare(index, compiled)
+    return select_runs(index.query_conn, compiled, index.home.path, limit)
+
+
+def _prepare(index, compiled):
+    """What the index must read before the query runs: large attributes it
+    names, and event files a first build left unread when it reads scalars."""
     index.decode_lazy(compiled.lazy_attrs)
     if compiled.uses_scalars:
         index.read_pending_scalars()
-    return select_runs(index.query_conn, compiled, index.home.path)
 
 
 def plan(compiled):
@@ -71,4 +90,4 @@ def stop_running(index, runs):
     )
 
 
-__all__ = ["select", "plan", "recheck", "remove", "move", "stop_running", "DELETED"]
+__all__ = ["select", "count", "plan", "recheck", "remove", "move", "stop_running", "DELETED"]

@@ -96,12 +96,15 @@ def open_archive(path, index=None, *, refresh=True, progress=None):
 
 
 class Runs(list):
-    """Selected runs (executor.SelectedRun), in Guild's order, with the selection that chose them."""
+    """Selected runs (executor.SelectedRun), in Guild's order, with the
+    selection that chose them; `total`: how many it chose (more than these
+    when only the first ones were asked for)."""
 
-    def __init__(self, runs, selection, now):
+    def __init__(self, runs, selection, now, total=None):
         super().__init__(runs)
         self.selection = selection
         self.now = now
+        self.total = len(self) if total is None else total
 
     def only(self, run_ids):
         """These of the runs (by full id), still with the selection that chose them."""
@@ -208,12 +211,18 @@ class RunIndex:
         )
         return self.select_built(selection, now)
 
-    def select_built(self, selection, now):
-        """Runs of an engine.selection.Selection (what the command line builds)."""
-        runs = actions.select(self.index, selection, now)
+    def select_built(self, selection, now, first=None):
+        """Runs of an engine.selection.Selection (what the command line builds).
+        With `first`, only the first that many are read, and counted in SQL
+        (`total`): a listing of 20 of a million runs reads 20."""
+        if first is not None and selection.runs:  # RUN arguments are resolved over every run
+            runs = self.select_built(selection, now)
+            return Runs(runs[:first], selection, now, len(runs))
+        runs = actions.select(self.index, selection, now, first)
+        total = None if first is None or len(runs) < first else actions.count(self.index, selection, now)
         if self.archive:  # shown where they are, not through the link runq made to them
             runs = [run._replace(dir=os.path.join(self.archive, run.id)) for run in runs]
-        return Runs(runs, selection, now)
+        return Runs(runs, selection, now, total)
 
     def stored_attrs(self, runs, names):
         """{run id: {name: (kind, num, str, json)}}: what the index holds of these attributes."""

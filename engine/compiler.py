@@ -93,12 +93,17 @@ class CompiledQuery:
         return any(table.name == "scalars" for table in self.expression.find_all(exp.Table))
 
 
-def compile_selection(selection, now, dialect="sqlite"):
+def compile_selection(selection, now, dialect="sqlite", count=False):
     """Returns the CompiledQuery for a Selection evaluated at `now`
-    (datetime), for SQLite or PostgreSQL (`dialect`: sqlite, postgres)."""
+    (datetime), for SQLite or PostgreSQL (`dialect`: sqlite, postgres).
+
+    With `count`, the query gives one row: how many runs the selection has,
+    without numbering or ordering them (a selection without RUN arguments)."""
+    if count and selection.runs:
+        raise ValueError("only a selection without RUN arguments is counted in SQL")
     try:
         with tree.big_tree():
-            compiled = _Compiler(now, SPELLINGS[dialect]).compile(selection)
+            compiled = _Compiler(now, SPELLINGS[dialect]).compile(selection, count)
             compiled.sql()  # rendering recurses as deep as the expression nests
     except RecursionError:
         raise SelectionError(
@@ -202,27 +207,30 @@ class _Compiler:
 
     # The query
 
-    def compile(self, selection):
+    def compile(self, selection, count=False):
         where = [exp.EQ(this=col("deleted"), expression=self.param(int(selection.deleted)))]
         where += self.option_filters(selection)
         if selection.filter:
             where.append(self.predicate(selection.filter.root))
-        selected = self.selected_runs(where)
-        if selection.runs:
-            query = self.run_args_query(selected, selection.runs)
+        if count:  # every join matches at most one row of a run: one row per selected run
+            query = self.selected_runs(where, [exp.alias_(exp.Count(this=exp.Star()), "runs", copy=False)])
+        elif selection.runs:
+            query = self.run_args_query(self.selected_runs(where), selection.runs)
         else:
-            query = selected.order_by(*[o.copy() for o in SORT_ORDER], copy=False)
+            query = self.selected_runs(where).order_by(*[o.copy() for o in SORT_ORDER], copy=False)
         params, new_names = _number_in_order(query, self.params)
         now_params = {new_names[old]: role for old, role in self.now_roles.items() if old in new_names}
         return CompiledQuery(query, params, self.lazy_attrs, bool(selection.runs), now_params, self.spell.name)
 
-    def selected_runs(self, where):
-        position = exp.alias_(
-            exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[o.copy() for o in SORT_ORDER])),
-            "position",
-            copy=False,
-        )
-        select = exp.Select(expressions=[col(c) for c in RUN_COLUMNS] + [position])
+    def selected_runs(self, where, columns=None):
+        if columns is None:
+            position = exp.alias_(
+                exp.Window(this=exp.RowNumber(), order=exp.Order(expressions=[o.copy() for o in SORT_ORDER])),
+                "position",
+                copy=False,
+            )
+            columns = [col(c) for c in RUN_COLUMNS] + [position]
+        select = exp.Select(expressions=columns)
         select = select.from_(table_ref("runs", "r"), copy=False)
         for join in self.joins:
             select = select.join(join, copy=False)

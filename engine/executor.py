@@ -158,28 +158,47 @@ def list_contains(value_json, target_json):
     return int(target in value)
 
 
-def select_runs(conn, compiled, home_dir=None):
+def select_runs(conn, compiled, home_dir=None, limit=None):
     """The runs a CompiledQuery selects, in Guild's order; raises SelectionError.
 
     `conn` is an SQLite connection, or a psycopg one whose search_path shows
     one home (pgschema) for a query compiled with dialect="postgres".
     Large attributes it names must have been decoded (Index.decode_lazy).
     The index holds run directories relative to the home: given the home's
-    path, the runs carry whole paths."""
+    path, the runs carry whole paths. With `limit`, only the first `limit`
+    runs are read (a selection without RUN arguments): SQLite stops there."""
+    if limit is not None and compiled.has_run_args:
+        raise ValueError("RUN arguments are resolved over every selected run: no limit")
     select = _select_in_sqlite if isinstance(conn, sqlite3.Connection) else _select_in_postgres
-    runs = select(conn, compiled)
-    return runs if home_dir is None else [run._replace(dir=f"{home_dir}/{run.dir}") for run in runs]
+    return select(conn, compiled, _run_maker(home_dir), limit)
 
 
-def _rows_to_runs(compiled, rows):
-    return resolve_run_args(rows) if compiled.has_run_args else [_selected_run(row) for row in rows]
+def count_runs(conn, compiled):
+    """How many runs a selection has, by its query compiled with count=True."""
+    select = _select_in_sqlite if isinstance(conn, sqlite3.Connection) else _select_in_postgres
+    return select(conn, compiled, lambda row: row[0], None)[0]
 
 
-def _select_in_sqlite(conn, compiled):
+def _run_maker(home_dir):
+    """A row -> SelectedRun function; with `home_dir`, whole run directories."""
+    if home_dir is None:
+        return _selected_run
+    return lambda row: _selected_run((row[0], row[1], f"{home_dir}/{row[2]}", *row[3:]))
+
+
+def _rows_to_runs(compiled, rows, make, limit):
+    if compiled.has_run_args:
+        return resolve_run_args(rows, make)
+    if limit is not None:
+        rows = rows.fetchmany(limit)
+    return [make(row) for row in rows]
+
+
+def _select_in_sqlite(conn, compiled, make, limit):
     _query_state.error = None
     try:
         cursor = conn.execute(compiled.sql(), compiled.bound_params())
-        return _rows_to_runs(compiled, cursor)
+        return _rows_to_runs(compiled, cursor, make, limit)
     except sqlite3.OperationalError as e:  # e.g. an expression deeper than SQLite allows
         raise _query_state.error or SelectionError(f"the index cannot run this selection: {e}") from None
     except sqlite3.DatabaseError as e:  # a corrupt index used as it is (--no-refresh)
@@ -199,7 +218,7 @@ PATTERN_TESTS = {
 }
 
 
-def _select_in_postgres(conn, compiled):
+def _select_in_postgres(conn, compiled, make, limit):
     import psycopg
 
     if getattr(compiled, "dialect", "sqlite") != "postgres":  # a selection from the SQLite index's cache has none
@@ -208,7 +227,7 @@ def _select_in_postgres(conn, compiled):
     try:
         params = _python_matches(conn, compiled.bound_params())
         set_local_time_zone(conn)
-        return _rows_to_runs(compiled, conn.execute(compiled.sql(), params).fetchall())
+        return _rows_to_runs(compiled, conn.execute(compiled.sql(), params), make, limit)
     except psycopg.Error as e:
         raise SelectionError(f"the index cannot run this selection: {e}".strip()) from None
 
@@ -261,13 +280,13 @@ def set_local_time_zone(conn):
 _selected_run = SelectedRun._make
 
 
-def resolve_run_args(rows):
+def resolve_run_args(rows, make=_selected_run):
     """Runs picked by RUN arguments (rows ordered by argument, then position)."""
     selected = {}
     for _arg, arg_rows in groupby(rows, key=lambda row: row[0]):
         arg_rows = list(arg_rows)
         text, by_index = arg_rows[0][1], arg_rows[0][2]
-        runs = [_selected_run(row[3:]) for row in arg_rows if row[3] is not None]
+        runs = [make(row[3:]) for row in arg_rows if row[3] is not None]
         if not by_index:
             _check_one_match(text, runs)
         for run in runs:

@@ -55,17 +55,18 @@ class CachedQuery(NamedTuple):
         return self.params
 
 
-def compiled_selection(conn, selection, now):
-    """The selection's compiled query at `now`: the cached one when the index
-    holds it, else compiled, and kept for the next time."""
+def compiled_selection(conn, selection, now, count=False):
+    """The selection's compiled query at `now` (with `count`, the query that
+    counts its runs): the cached one when the index holds it, else compiled,
+    and kept for the next time."""
     now_values = values_of_now(selection, now)
-    key = cache_key(selection, now_values)
+    key = cache_key(selection, now_values, count)
     cached = _lookup(conn, key, now_values) if key else None
     if cached is not None:
         return cached
     from .compiler import compile_selection  # imports sqlglot
 
-    compiled = compile_selection(selection, now)
+    compiled = compile_selection(selection, now, count=count)
     if key:
         _store(conn, key, compiled, now_values)
     return compiled
@@ -82,9 +83,10 @@ def values_of_now(selection, now):
     return values
 
 
-def cache_key(selection, now_values):
-    """The hash of what decides the selection's SQL; None when something of it
-    cannot be told exactly (then the selection is not cached)."""
+def cache_key(selection, now_values, count=False):
+    """The hash of what decides the selection's SQL (its runs' query, or with
+    `count` the query that counts them); None when something of it cannot be
+    told exactly (then the selection is not cached)."""
     code = code_version()
     if code is None:
         return None
@@ -93,7 +95,7 @@ def cache_key(selection, now_values):
     except TypeError:
         return None
     unbounded = sorted(role for role, value in now_values.items() if value is None)  # no parameter, no test
-    text = json.dumps([code, schema_version(), described, unbounded], separators=(",", ":"))
+    text = json.dumps([code, schema_version(), described, unbounded, "count" if count else "runs"], separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

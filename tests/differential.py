@@ -14,10 +14,11 @@ from runq.commands.app import app
 from runq.commands.selection_options import selection_command
 from runq.engine.compiler import compile_selection
 from runq.engine.errors import RunqError
-from runq.engine.executor import select_runs
+from runq.engine.executor import count_runs, select_runs
 from runq.engine.samplehome import HomeSpec, generate_home
 
 NOW = datetime(2026, 11, 29, 12, 0, 0)
+FIRST_RUNS = 3  # how many runs a limited selection reads, checked against the whole one
 RUNQ_COMMANDS = {
     "list": ["runs", "list", "--json"],
     "purge": ["runs", "purge", "--dry-run", "--json"],
@@ -114,4 +115,8 @@ def engine_select(conn, command, args, dialect):
         runs = select_runs(conn, compile_selection(selection, NOW, dialect))
     except RunqError as e:
         return None, str(e)
+    if not selection.runs:  # a listing reads only the runs it shows, and counts them all in SQL
+        assert count_runs(conn, compile_selection(selection, NOW, dialect, count=True)) == len(runs), args
+        first = select_runs(conn, compile_selection(selection, NOW, dialect), limit=FIRST_RUNS)
+        assert first == runs[:FIRST_RUNS], args
     return [run.id for run in runs], None

@@ -2,8 +2,13 @@
 (tests/oracle), on a generated home that has every status, value kind and
 layout on purpose."""
 
+import sqlite3
+
 import pytest
-from differential import disagreement, guild_select_many, make_home, runq_select
+from differential import FIRST_RUNS, disagreement, engine_select, guild_select_many, make_home, runq_select
+from pgloader import decoded_sqlite_index
+
+from runq.engine.executor import register_functions
 
 FILTERS = [
     # flags of every kind, unprefixed and prefixed
@@ -143,3 +148,15 @@ def test_same_selection_as_guild(home, guild_answers, index):
     runq_ids, runq_error = runq_select(home, command, args)
     problem = disagreement((command, args), guild_answers[index], runq_ids, runq_error)
     assert problem is None, problem
+
+
+def test_the_first_runs_and_their_count_are_those_of_the_whole_selection(home):
+    """A listing reads only the runs it shows and counts the rest in SQL;
+    engine_select checks both against the whole selection, in every case."""
+    conn = sqlite3.connect(decoded_sqlite_index(home))
+    register_functions(conn)
+    try:
+        answered = [engine_select(conn, command, args, "sqlite")[0] for command, args, _ in CASES]
+    finally:
+        conn.close()
+    assert sum(1 for ids in answered if ids and len(ids) > FIRST_RUNS) > len(CASES) / 2
