@@ -21,12 +21,6 @@ start to exit, as bench.py times them:
 The watcher is stopped after the `watched` steps.
 """
 
-# Other selections timed with the watcher running, after the plain listing.
-WATCHED_SELECTIONS = (
-    ("watched: --deleted", ["runs", "list", "--deleted"]),
-    ("watched: -Fo mnist:train", ["runs", "list", "-Fo", "mnist:train"]),
-    ("watched: -F 'lr > 0.001'", ["runs", "list", "-F", "lr > 0.001"]),
-)
 
 from __future__ import annotations
 
@@ -48,6 +42,12 @@ from bench import run_process, shown  # noqa: E402
 from guildenv import guild_script  # noqa: E402
 
 WATCH_READY_SECONDS = 3600
+# Other selections timed with the watcher running, after the plain listing.
+WATCHED_SELECTIONS = (
+    ("watched: --deleted", ["runs", "list", "--deleted"]),
+    ("watched: -Fo mnist:train", ["runs", "list", "-Fo", "mnist:train"]),
+    ("watched: -F 'lr > 0.001'", ["runs", "list", "-F", "lr > 0.001"]),
+)
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
 """`runq runs list|delete|purge|restore`: Guild's run commands over the index."""
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from .session import open_archive, open_run_index, progress_printer
 from ..engine import actions
 from ..engine.api import RunIndex, Runs
 from ..engine.errors import SelectionError
-from ..engine.home import DELETED, LIVE
+from ..engine.home import DELETED, LIVE, is_postgres_url
 
 ABORTED = 4
 RUNS_PER_PAGE = 20
@@ -306,18 +307,29 @@ def _select(settings, options, source, show_sql, archive=None, first=None):
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
-    _check_dialect(options.sql_dialect, show_sql)
     if show_sql:
         from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain
 
-        _show_query(compile_selection(selection, settings.now, options.sql_dialect), show_sql)
+        dialect = _shown_dialect(options.sql_dialect, show_sql, settings)
+        _show_query(compile_selection(selection, settings.now, dialect), show_sql)
         return None
+    _check_dialect(options.sql_dialect, show_sql)
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
     return Selected(index, index.select_built(selection, settings.now, first))
 
 
+def _shown_dialect(dialect, shown, settings):
+    """The dialect of the SQL --sql prints: --dialect's, else the index's
+    (SQLite's with --explain, whose plan is SQLite's)."""
+    _check_dialect(dialect, shown)
+    if dialect is None:
+        index = settings.index_path or os.environ.get("RUNQ_INDEX")
+        dialect = "postgres" if index and is_postgres_url(index) and "plan" not in shown else "sqlite"
+    return dialect
+
+
 def _check_dialect(dialect, shown):
-    if dialect == "sqlite":
+    if dialect in (None, "sqlite"):
         return
     if "sql" not in shown:
         raise SelectionError("--dialect only applies to the SQL --sql prints", hint="add --sql")

@@ -46,7 +46,7 @@ class SelectionOptions:
     pending: Optional[bool]
     staged: Optional[bool]
     confirmed_ids: Optional[FrozenSet[str]] = None  # act only on these (--ids-from-stdin)
-    sql_dialect: str = "sqlite"  # the SQL --sql prints: as SQLite or as PostgreSQL runs it
+    sql_dialect: Optional[str] = None  # the SQL --sql prints: as SQLite or as PostgreSQL runs it (None: the index's)
 
     def selection(self, deleted, now):
         return build_selection(
@@ -138,12 +138,12 @@ OPTION_TYPES = {
     ],
     "status_chars": Annotated[Optional[str], typer.Option("-S", hidden=True, callback=_validate_status_chars)],
     "sql_dialect": Annotated[
-        str,
+        Optional[str],
         typer.Option(
             "--dialect",
             metavar="DIALECT",
             click_type=click.Choice(SQL_DIALECTS),
-            help="With --sql: print the SQL as this database runs it (sqlite or postgres).",
+            help="With --sql: print the SQL as this database runs it (sqlite or postgres; default: the index's).",
         ),
     ],
     "running": _status("running", "r", "Filter runs that are still running."),
@@ -171,7 +171,7 @@ TEXT_OPTIONS = {
     "started": "--started",
     "digest": "--digest",
 }
-DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None, "sql_dialect": "sqlite"}
+DEFAULTS = {"runs": None, "operations": None, "labels": None, "tags": None, "comments": None, "sql_dialect": None}
 FALSE_DEFAULTS = {"unlabeled", "marked", "unmarked"}
 
 

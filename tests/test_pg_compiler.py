@@ -229,6 +229,19 @@ def test_sql_dialect_sqlite_is_the_default():
     assert ":p1" in run().stdout and "%(p1)s" in run("--dialect", "postgres").stdout
 
 
+def test_sql_on_a_postgresql_index_is_postgresqls(monkeypatch):
+    """No --dialect: the SQL --sql prints is the index's own (no server asked)."""
+    url = "postgresql://runq@127.0.0.1:1/nowhere"
+    run = lambda *args: CliRunner().invoke(app, ["--now", NOW.isoformat(), *args, "runs", "list", "--sql", "-F", "x < 1"])
+    postgres = CliRunner().invoke(app, ["--now", NOW.isoformat(), "runs", "list", "--sql", "-F", "x < 1",
+                                        "--dialect", "postgres"]).stdout
+    assert run("--index", url).stdout == postgres
+    monkeypatch.setenv("RUNQ_INDEX", url)
+    assert run().stdout == postgres
+    plan = CliRunner().invoke(app, ["--now", NOW.isoformat(), "runs", "list", "--sql", "--explain", "-F", "x < 1"])
+    assert plan.exit_code == 0 and ":p1" in plan.stdout  # --explain shows SQLite's plan, of SQLite's SQL
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
