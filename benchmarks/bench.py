@@ -16,6 +16,9 @@ waited for, as GNU time reports them. Groups:
          its own fresh copy of the home
   index  runq's index: rebuilt, refreshed with nothing changed, refreshed
          after 1% of the runs changed
+  build  a user's first command on the home: runq's first index against
+         Guild's `runs list -a` and `runs list --deleted -a`, and against
+         reading every file of every run once in one process (the floor)
 
 Homes are generated into a fresh directory (a temporary one unless --work)
 and removed afterwards unless --keep. Results go to a table on stdout and
@@ -52,7 +55,7 @@ from runq.engine.compiler import compile_selection  # noqa: E402
 from runq.engine.samplehome import mutate_home  # noqa: E402
 from runq.engine.selection import build_selection  # noqa: E402
 
-GROUPS = ("parse", "startup", "list", "purge", "index")
+GROUPS = ("parse", "startup", "list", "purge", "index", "build")
 ABORTED = 4  # exit code of Guild and runq when a prompt is answered no
 DEFAULT_TIMEOUT = 1800.0
 SETTLE_DIRTY_KB = 16 * 1024  # writeback left after `sync` that we wait out
@@ -781,6 +784,50 @@ def bench_index(bench):
         print(f"  index {row.case}: {_seconds_text(row)}", flush=True)
 
 
+# What reading every file of every run once costs, in one process: the floor
+# of any first index (argv[1]: the home).
+READ_EVERY_FILE = """
+import os, sys
+total = 0
+stack = [os.path.join(sys.argv[1], "runs"), os.path.join(sys.argv[1], "trash", "runs")]
+while stack:
+    try:
+        entries = list(os.scandir(stack.pop()))
+    except OSError:
+        continue
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            stack.append(entry.path)
+        elif entry.is_file(follow_symlinks=False):
+            with open(entry.path, "rb") as f:
+                total += len(f.read())
+print(total)
+"""
+
+
+def bench_build(bench):
+    """The first command on the home, side by side: runq builds its index from
+    nothing; Guild lists the live runs and the deleted ones (it keeps no
+    index, so each of its listings is a first one). The page cache is warm
+    for all of them: each tool's repeats interleave with the others'."""
+    home = bench.home
+    rebuild = bench.runq_argv(home, "index", "--rebuild")
+    commands = [
+        ("guild runs list -a", "guild", bench.guild_argv(home, "runs", "list", "-a")),
+        ("guild runs list --deleted -a", "guild", bench.guild_argv(home, "runs", "list", "--deleted", "-a")),
+        ("runq first index (index --rebuild)", "runq", rebuild),
+        ("read every file once (one process)", "floor", [sys.executable, "-c", READ_EVERY_FILE, str(home)]),
+    ]
+    rows = [bench.add(Row("build", case, tool, shown(argv, bench.work))) for case, tool, argv in commands]
+    bench.must(commands[-1][2], what="reading every file")  # page cache warm-up: not a result
+    for _ in range(bench.args.repeat):
+        for row, (_, _, argv) in zip(rows, commands):
+            row.samples.append(bench.run(argv))
+    profile_runq(bench, "build", rebuild)
+    for row in rows:
+        print(f"  build {row.case}: {_seconds_text(row)}", flush=True)
+
+
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
@@ -789,7 +836,7 @@ def bench_index(bench):
 def report(bench):
     lines = [_header(bench)]
     tables = (("parse", _parse_table), ("startup", _startup_table), ("list", _list_table), ("purge", _purge_table),
-              ("index", _index_table))
+              ("index", _index_table), ("build", _build_table))
     for group, render in tables:
         rows = [r for r in bench.rows if r.group == group]
         if rows:
@@ -885,6 +932,21 @@ def _index_table(rows, bench):
     header = ("runq index", "s", "cpu s", "peak MB", "note")
     table = [(r.case, _s(r), _s(r, "cpu_seconds"), _mem(r), r.error or r.note) for r in rows]
     return ["runq's index (warm page cache)", *_format(header, table)]
+
+
+def _build_table(rows, bench):
+    by = {r.case.split(" (")[0]: r for r in rows}
+    runq = by["runq first index"]
+    header = ("first command", "s", "cpu s", "peak MB", "runq/this (wall)", "runq/this (cpu)")
+    table = [(r.case, _s(r), _s(r, "cpu_seconds"), _mem(r), _share(runq, r), _share(runq, r, "cpu_seconds"))
+             for r in rows]
+    return ["A first command: runq's first index against one Guild listing and against reading every file once",
+            *_format(header, table)]
+
+
+def _share(runq, other, attr="seconds"):
+    a, b = runq.median(attr), other.median(attr)
+    return f"{a / b:.2f}" if a and b else "-"
 
 
 def _parse_table(rows, bench):
@@ -1024,7 +1086,8 @@ def facts(args, guild):
     }
 
 
-RUNNERS = {"parse": bench_parse, "startup": bench_startup, "list": bench_list, "purge": bench_purge, "index": bench_index}
+RUNNERS = {"parse": bench_parse, "startup": bench_startup, "list": bench_list, "purge": bench_purge, "index": bench_index,
+           "build": bench_build}
 
 
 def main(argv=None):

@@ -43,6 +43,7 @@ PARALLEL_MIN_RUNS = 200
 # as Guild's own scalar cache waits for a filter that needs it (most
 # commands never do), and it writes with bulk-load settings (_bulk_load).
 LARGE_BUILD_RUNS = 1000
+SOME_PENDING, NONE_PENDING = "some", "none"  # meta scalars_pending: whether any run's event files wait
 CACHE_KIB = 32768  # SQLite's page cache: big refreshes touch pages across the index
 BULK_CACHE_KIB_PER_RUN = 6  # about what a run's rows take in the index
 BULK_CACHE_MAX_KIB = 65536  # peak memory of a 100,000-run build stays under 250 MB
@@ -175,6 +176,10 @@ class Index:
         large = first_build and len(new) >= LARGE_BUILD_RUNS
         with self._bulk_load(len(new)) if large else contextlib.nullcontext():
             self._read_and_store(new + changed, report, progress, workers, rundir.LIST_EVENTS if large else True)
+        if first_build:
+            self.set_meta(scalars_pending=SOME_PENDING if large else NONE_PENDING)
+        elif self.meta("scalars_pending") is None:  # an index older than this key: looked up once
+            self.set_meta(scalars_pending=SOME_PENDING if self._any_scalars_pending() else NONE_PENDING)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
         self.set_meta(roots_stamp=stamp, watch_token=news.token if news else "")
 
@@ -321,18 +326,22 @@ class Index:
     def read_pending_scalars(self, workers=None):
         """Reads the event files a large first build left unread (in one
         transaction: interrupted, they stay pending); how many runs had some."""
-        pending = self.conn.execute("SELECT 1 FROM runs WHERE scalars_pending IS NOT NULL LIMIT 1").fetchone()
-        if pending is None:
+        state = self.meta("scalars_pending")  # cheaper than looking through every run
+        if state == NONE_PENDING or (state is None and not self._any_scalars_pending()):
             return 0
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             count = self._read_pending_scalars(workers)
+            self.set_meta(scalars_pending=NONE_PENDING)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
         return count
+
+    def _any_scalars_pending(self):
+        return self.conn.execute("SELECT 1 FROM runs WHERE scalars_pending IS NOT NULL LIMIT 1").fetchone() is not None
 
     def _read_pending_scalars(self, workers):
         to_read = self.conn.execute(  # again, in the transaction: another process may have read them

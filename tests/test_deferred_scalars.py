@@ -191,3 +191,34 @@ def test_the_python_apis_sql_reads_pending_scalars_first(home, tmp_path, deferri
     with runq_api.open(home, tmp_path / "deferred.db") as deferred:
         assert pending_runs(tmp_path / "deferred.db") > 0
         assert deferred.sql(query).rows == expected
+
+
+def meta_pending(index_path):
+    with sqlite3.connect(index_path) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'scalars_pending'").fetchone()
+    return row and row[0]
+
+
+def test_the_index_notes_whether_event_files_wait(home, tmp_path, deferring):
+    """A note in meta spares selections looking through every run for pending event files."""
+    index = build(home, tmp_path / "index.db")
+    assert meta_pending(tmp_path / "index.db") == "some"
+    index.read_pending_scalars()
+    assert meta_pending(tmp_path / "index.db") == "none" and pending_runs(tmp_path / "index.db") == 0
+    indexer.LARGE_BUILD_RUNS = 71
+    build(home, tmp_path / "whole.db")
+    assert meta_pending(tmp_path / "whole.db") == "none"
+
+
+def test_an_index_without_the_note_is_looked_through(home, tmp_path, deferring):
+    """An index written before the note: pending event files are still read, and the note is made."""
+    index = build(home, tmp_path / "index.db")
+    index.conn.execute("DELETE FROM meta WHERE key = 'scalars_pending'")
+    assert index.read_pending_scalars() > 0 and pending_runs(tmp_path / "index.db") == 0
+    index.conn.execute("DELETE FROM meta WHERE key = 'scalars_pending'")
+    index.refresh()
+    assert meta_pending(tmp_path / "index.db") == "none"
+    other = build(home, tmp_path / "other.db")
+    other.conn.execute("DELETE FROM meta WHERE key = 'scalars_pending'")
+    other.refresh()
+    assert meta_pending(tmp_path / "other.db") == "some" and other.read_pending_scalars() > 0
