@@ -7,7 +7,7 @@ from datetime import datetime
 import typer
 
 from .failure import escaped
-from .session import open_index
+from .session import open_index, progress_printer
 from ..engine import watch
 from ..engine.home import locate_index, resolve_home
 
@@ -28,13 +28,16 @@ def _index_path(ctx):
 
 @app.command("start")
 def start(ctx: typer.Context):
-    """Start the watcher of the home (detached); returns once it watches."""
+    """Start the watcher of the home (detached); returns once it watches and every run was checked."""
     index = open_index(ctx.obj)  # the watcher lives as long as an index it serves
     pid = watch.running_pid(index.path)
     if pid is not None:
         typer.echo(f"already watching (pid {pid})")
         return
     state = watch.start(index.home.path, index.path)
+    # What changed before the watch began, no answer of the watcher tells:
+    # every run is checked once now, rather than by the next command.
+    index.refresh(progress=progress_printer("Checking runs"))
     _show(state, index.path)
 
 

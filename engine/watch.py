@@ -9,7 +9,7 @@ are checked against the disk, instead of every file of every run.
 Correctness never rests on it. The refresh checks every run, as without a
 watcher, whenever the answer cannot be trusted: no watcher, one that does
 not answer in time, a token of another watcher (restarted) or of the time
-before it watched everything it could (the first command after a start),
+before it watched everything it could (`runq watch start` refreshes once it watches),
 events lost (the kernel's queue overflowed) or a root removed or created.
 Runs it could not watch (past the inotify watch limit, or holding
 symbolic links, which inotify does not follow) are checked every time.

@@ -151,7 +151,6 @@ def test_a_change_between_two_commands_is_seen(home, kind, watcher):
     refresh(root)
     if watcher != "no watcher":
         start_watcher(root)
-    refresh(root)  # the first after a start checks every run
     report, _ = refresh(root)
     assert report.watcher == (watcher != "no watcher")
     if watcher == "killed with SIGKILL":
@@ -169,7 +168,7 @@ def test_with_a_watcher_a_refresh_checks_only_what_changed(home):
     refresh(root)
     start_watcher(root)
     first, _ = refresh(root)
-    assert (first.watcher, first.checked) == (False, RUNS)  # events before the watch are unknown
+    assert (first.watcher, first.checked) == (True, 0)  # `watch start` checked every run once it watched
     quiet, _ = refresh(root)
     assert (quiet.watcher, quiet.checked, quiet.updated) == (True, 0, 0)
     run = a_live_run(manifest, root)
@@ -187,9 +186,20 @@ def test_the_token_of_a_restarted_watcher_is_refused(home):
     assert runq(root, "watch", "stop").exit_code == 0
     run = a_live_run(manifest, root)
     edit_label_in_place(run.run_dir(root))  # while no watcher watched
-    start_watcher(root)
+    watch.start(str(root), index_path(root))  # the engine's start: no refresh of its own, as RUNQ_WATCH=1's
     report, view = refresh(root)
     assert (report.watcher, report.checked) == (False, RUNS)
+    assert view[run.id][1] == "edited"
+
+
+def test_watch_start_checks_what_changed_before_it_watched(home):
+    root, manifest = home
+    refresh(root)
+    run = a_live_run(manifest, root)
+    edit_label_in_place(run.run_dir(root))  # no watcher yet
+    start_watcher(root)
+    report, view = refresh(root)
+    assert (report.watcher, report.checked) == (True, 0)
     assert view[run.id][1] == "edited"
 
 
