@@ -182,6 +182,7 @@ class RunIndex:
         not_status=(),
         deleted=False,
         now=None,
+        first=None,
     ):
         """Runs as `guild runs list` selects them, each option under Guild's name.
 
@@ -190,7 +191,9 @@ class RunIndex:
         a value or a list of them (any may match); `status`: names any of
         which a run may have (running, completed, error, terminated,
         pending, staged), `not_status`: names it may not have; `deleted`:
-        select from the trash. Raises RunqError subclasses for bad input.
+        select from the trash; `first`: only the first that many runs
+        (newest first; `.total` of the result counts them all). Raises
+        RunqError subclasses for bad input.
         """
         now = now or datetime.now()
         selection = build_selection(
@@ -209,7 +212,7 @@ class RunIndex:
             runs=_values(runs),
             now=now,
         )
-        return self.select_built(selection, now)
+        return self.select_built(selection, now, first)
 
     def select_built(self, selection, now, first=None):
         """Runs of an engine.selection.Selection (what the command line builds).

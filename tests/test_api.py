@@ -87,6 +87,15 @@ def test_select_is_guilds_selection(sample, options, args):
         assert [run.id for run in index.select(**options)] == [run["id"] for run in json.loads(guild.stdout)]
 
 
+@pytest.mark.parametrize("options, args", SELECTIONS)
+def test_the_first_runs_of_a_selection_and_its_total(sample, options, args):
+    home, _ = sample
+    with runq.open(home) as index:
+        whole = index.select(now=NOW, **options)
+        first = index.select(now=NOW, first=2, **options)
+    assert list(first) == whole[:2] and (first.total, whole.total) == (len(whole), len(whole))
+
+
 def test_runs_carry_their_attributes_and_flags(sample):
     home, manifest = sample
     by_id = manifest.by_id()
