@@ -1,7 +1,6 @@
 """The `runq` command: a root that wires the command groups together."""
 
 import os
-import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -70,6 +69,8 @@ def _debugging(settings=None):
 
 def _show_traceback(show):
     if show:
+        import traceback  # only when asked for: it loads linecache and tokenize
+
         traceback.print_exc()
 
 

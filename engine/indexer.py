@@ -49,6 +49,7 @@ BULK_CACHE_KIB_PER_RUN = 6  # about what a run's rows take in the index
 BULK_CACHE_MAX_KIB = 65536  # peak memory of a 100,000-run build stays under 250 MB
 PARALLEL_STAT_MIN = 4000
 CHUNK_RUNS = 50
+PIPE_BYTES = 1 << 20  # a reading worker's pipe (Linux's default limit for any user, fs.pipe-max-size)
 APPLICATION_ID = 0x72756E71  # "runq": PRAGMA application_id of every index runq creates
 SQLITE_MAGIC = b"SQLite format 3\0"
 UNMARKED = "an SQLite database without runq's application id"
@@ -568,6 +569,7 @@ class _ReaderPool:
 
     def _start(self, chunks):
         read_fd, write_fd = os.pipe()
+        _widen_pipe(write_fd)
         inherited = [pipe.fileno() for pipe in self.pipes]
         try:
             pid = _start_child(_serve_chunks, chunks, write_fd, self.read_chunk, close=[read_fd, *inherited])
@@ -603,6 +605,16 @@ class _ReaderPool:
             if pipe:
                 pipe.close()  # a worker still writing gets EPIPE and ends
         _stop_children([pid for pid in self.pids if pid])
+
+
+def _widen_pipe(fd):
+    """A worker's pipe made to hold a chunk of records or more, so that the
+    worker reads on while this process writes rows (the default 64 KiB
+    holds less than a chunk: the worker would wait for each read)."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (AttributeError, OSError):  # not Linux, or over the system's limit: the default size
+        pass
 
 
 def _serve_chunks(chunks, write_fd, read_chunk):
