@@ -307,25 +307,22 @@ def _select(settings, options, source, show_sql, archive=None, first=None):
     selection = options.selection(deleted=bool(source), now=settings.now)
     for warning in selection.warnings:
         typer.echo(f"runq: {warning}", err=True)
+    _check_dialect(options.sql_dialect, show_sql)
     if show_sql:
         from ..engine.compiler import compile_selection  # imports sqlglot: only --sql and --explain
 
-        dialect = _shown_dialect(options.sql_dialect, show_sql, settings)
+        dialect = options.sql_dialect or _index_dialect(settings, show_sql)
         _show_query(compile_selection(selection, settings.now, dialect), show_sql)
         return None
-    _check_dialect(options.sql_dialect, show_sql)
     index = open_archive(settings, archive) if archive else open_run_index(settings, check=(source,))
     return Selected(index, index.select_built(selection, settings.now, first))
 
 
-def _shown_dialect(dialect, shown, settings):
-    """The dialect of the SQL --sql prints: --dialect's, else the index's
-    (SQLite's with --explain, whose plan is SQLite's)."""
-    _check_dialect(dialect, shown)
-    if dialect is None:
-        index = settings.index_path or os.environ.get("RUNQ_INDEX")
-        dialect = "postgres" if index and is_postgres_url(index) and "plan" not in shown else "sqlite"
-    return dialect
+def _index_dialect(settings, shown):
+    """The dialect of the index the command would use, for --sql without
+    --dialect (SQLite's with --explain, whose plan is SQLite's)."""
+    index = settings.index_path or os.environ.get("RUNQ_INDEX")
+    return "postgres" if index and is_postgres_url(index) and "plan" not in shown else "sqlite"
 
 
 def _check_dialect(dialect, shown):

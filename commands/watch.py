@@ -2,6 +2,7 @@
 runs changed (engine/watch.py), so that a refresh stats only those."""
 
 import math
+from dataclasses import replace
 from datetime import datetime
 
 import typer
@@ -29,15 +30,18 @@ def _index_path(ctx):
 @app.command("start")
 def start(ctx: typer.Context):
     """Start the watcher of the home (detached); returns once it watches and every run was checked."""
-    index = open_index(ctx.obj)  # the watcher lives as long as an index it serves
+    settings = ctx.obj
+    # The watcher lives as long as an index it serves. What changed before it
+    # watched, none of its answers tells: every run is checked once it
+    # watches (not also before), rather than by the next command.
+    index = open_index(replace(settings, refresh=False))
     pid = watch.running_pid(index.path)
     if pid is not None:
         typer.echo(f"already watching (pid {pid})")
         return
     state = watch.start(index.home.path, index.path)
-    # What changed before the watch began, no answer of the watcher tells:
-    # every run is checked once now, rather than by the next command.
-    index.refresh(progress=progress_printer("Checking runs"))
+    if settings.refresh:
+        index.refresh(progress=progress_printer("Checking runs"))
     _show(state, index.path)
 
 

@@ -208,15 +208,15 @@ class _Compiler:
     # The query
 
     def compile(self, selection, count=False):
-        where = [exp.EQ(this=col("deleted"), expression=self.param(int(selection.deleted)))]
+        # Counting visits every run of the root, usually half the home or
+        # more: SQLite reads the table faster in order than run by run through
+        # the index on `deleted`, which `deleted + 0` keeps it from.
+        deleted = exp.Add(this=col("deleted"), expression=exp.Literal.number(0)) if count else col("deleted")
+        where = [exp.EQ(this=deleted, expression=self.param(int(selection.deleted)))]
         where += self.option_filters(selection)
         if selection.filter:
             where.append(self.predicate(selection.filter.root))
         if count:  # every join matches at most one row of a run: one row per selected run
-            # Counting visits every run of the root, usually half the home or
-            # more: SQLite reads the table faster in order than run by run
-            # through the index on `deleted`, which `deleted + 0` keeps it from.
-            where[0].set("this", exp.Add(this=col("deleted"), expression=exp.Literal.number(0)))
             query = self.selected_runs(where, [exp.alias_(exp.Count(this=exp.Star()), "runs", copy=False)])
         elif selection.runs:
             query = self.run_args_query(self.selected_runs(where), selection.runs)

@@ -8,11 +8,9 @@ import sqlite3
 import pgloader
 import pytest
 from differential import NOW, disagreement, engine_select, guild_select_many, make_home
-from hypothesis import given
-from hypothesis import strategies as st
-from strategies import Vocabulary, selection_cases
+from strategies import Vocabulary
 from test_differential import CASES
-from test_random_differential import BATCH, HOME_SEED, _assert_cases_exercise_the_home, batched
+from test_random_differential import HOME_SEED, check_random_batches
 
 from runq.engine.executor import register_functions
 from runq.engine.samplehome import HomeSpec, generate_home
@@ -78,22 +76,10 @@ def random_home(tmp_path_factory):
 def test_random_selections_in_sqlite_and_postgres_match_guild(random_home, postgres):
     root, vocab = random_home
     indexes = _indexes(root, postgres, "pg_random_differential")
-    answered = []
-
-    @batched
-    @given(st.data())
-    def check(data):
-        cases = data.draw(st.lists(selection_cases(vocab), min_size=BATCH, max_size=BATCH, unique_by=str), label="cases")
-        answers = guild_select_many(root, [(case.command, list(case.guild_args)) for case in cases])
-        problems = []
-        for case, answer in zip(cases, answers):
-            problems += _problems(indexes, case, case.command, list(case.runq_args), answer)
-        answered.extend(answers)
-        assert not problems, f"{len(problems)} answers of {len(cases)} cases disagree:\n" + "\n".join(problems)
-
     try:
-        check()
+        check_random_batches(
+            root, vocab, lambda case, answer: _problems(indexes, case, case.command, list(case.runq_args), answer)
+        )
     finally:
         for conn in indexes.values():
             conn.close()
-    _assert_cases_exercise_the_home(answered)

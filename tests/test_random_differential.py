@@ -67,6 +67,18 @@ def _seeded(test):
 
 def test_random_selections_match_guild(home):
     root, vocab = home
+
+    def problems_of(case, answer):
+        problem = disagreement(case, answer, *runq_select(root, case.command, list(case.runq_args)))
+        return [problem] if problem else []
+
+    check_random_batches(root, vocab, problems_of)
+
+
+def check_random_batches(root, vocab, problems_of):
+    """Draws batches of cases, asks Guild once a batch, and asserts that
+    `problems_of(case, Guild's answer)` (disagreement texts) finds none, and
+    that the cases exercised the home."""
     answered = []
 
     @batched
@@ -74,14 +86,9 @@ def test_random_selections_match_guild(home):
     def check(data):
         cases = data.draw(st.lists(selection_cases(vocab), min_size=BATCH, max_size=BATCH, unique_by=str), label="cases")
         answers = guild_select_many(root, [(case.command, list(case.guild_args)) for case in cases])
-        problems = []
-        for case, answer in zip(cases, answers):
-            runq_ids, runq_error = runq_select(root, case.command, list(case.runq_args))
-            problem = disagreement(case, answer, runq_ids, runq_error)
-            if problem:
-                problems.append(problem)
+        problems = [problem for case, answer in zip(cases, answers) for problem in problems_of(case, answer)]
         answered.extend(answers)
-        assert not problems, f"{len(problems)} of {len(cases)} cases disagree:\n" + "\n".join(problems)
+        assert not problems, f"{len(problems)} answers of {len(cases)} cases disagree:\n" + "\n".join(problems)
 
     check()
     _assert_cases_exercise_the_home(answered)

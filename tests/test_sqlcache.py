@@ -113,7 +113,7 @@ def _shows_some(args):
 def test_a_listing_of_the_first_runs_counts_the_rest_from_the_cache(sample):
     home, _ = sample
     forget_compiled(home)
-    fresh = run_cli(home, "runs", "list", "-n", "2")
+    assert run_cli(home, "runs", "list", "-n", "2")[0] == 0
     assert [sql.startswith("SELECT COUNT(*)") for _, sql, *_ in cached_rows(home)] == [False, True]
     index_rows(home, "UPDATE compiled SET sql = replace(sql, 'COUNT(*)', '1234567') WHERE sql LIKE 'SELECT COUNT(*)%'")
     again = run_cli(home, "runs", "list")

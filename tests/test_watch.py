@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runq.commands.app import app
-from runq.engine import api, watch
+from runq.engine import api, indexer, watch
 from runq.engine.samplehome import HomeSpec, generate_home
 
 pytestmark = pytest.mark.skipif(not watch.available(), reason="needs Linux and inotify_simple")
@@ -201,6 +201,19 @@ def test_watch_start_checks_what_changed_before_it_watched(home):
     report, view = refresh(root)
     assert (report.watcher, report.checked) == (True, 0)
     assert view[run.id][1] == "edited"
+
+
+def test_watch_start_checks_every_run_once_and_not_with_no_refresh(home, monkeypatch):
+    root, _ = home
+    refresh(root)
+    checks = []
+    real_refresh = indexer.Index.refresh
+    monkeypatch.setattr(indexer.Index, "refresh", lambda index, *a, **kw: checks.append(1) or real_refresh(index, *a, **kw))
+    start_watcher(root)
+    assert len(checks) == 1  # after the watcher watches; a check before it would say nothing more
+    assert runq(root, "watch", "stop").exit_code == 0
+    assert runq(root, "--no-refresh", "watch", "start").exit_code == 0
+    assert len(checks) == 1
 
 
 def test_lost_events_make_the_next_refresh_check_every_run(home):
