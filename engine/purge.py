@@ -28,7 +28,9 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
@@ -38,6 +40,7 @@ from .home import DELETED, LIVE
 from .rundir import disk_path, pid_alive
 
 KILL_AT_ENV = "RUNQ_TEST_KILL_AT"
+UNLINK_THREADS = 4  # runs unlinked at once (4 halve the time of one on 2 cores)
 
 
 @dataclass
@@ -65,12 +68,14 @@ def kill_point(name):
     point, _, nth = wanted.partition("#")
     if point != name:
         return
-    _times_reached[name] = _times_reached.get(name, 0) + 1
-    if _times_reached[name] >= int(nth or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+    with _kill_lock:  # unlinking threads reach points at once
+        _times_reached[name] = _times_reached.get(name, 0) + 1
+        if _times_reached[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 _times_reached = {}
+_kill_lock = threading.Lock()
 
 
 def remove_runs(index, run_ids, deleted, progress=None, background=False):
@@ -330,15 +335,17 @@ def _locked(batch, block=False):
 
 def unlink_batch(batch, progress=None):
     """Unlinks every run in a purge batch, then the batch; returns (bytes
-    freed, paths left because they are on another file system)."""
+    freed, paths left because they are on another file system). Runs are
+    unlinked by a few threads at once: the kernel's work for one directory
+    does not wait for another's."""
     try:
         entries = sorted(os.listdir(batch))
         device = _device(batch)
     except FileNotFoundError:  # finished by another command
         return 0, []
     freed, left = 0, []
-    for done, name in enumerate(entries, 1):
-        run_freed, run_left = _unlink_tree(batch / name, device)
+    paths = [batch / name for name in entries]
+    for done, (run_freed, run_left) in enumerate(_each_unlinked(paths, device), 1):
         freed, left = freed + run_freed, left + run_left
         kill_point("unlinked")
         if progress:
@@ -346,6 +353,21 @@ def unlink_batch(batch, progress=None):
     if not left:
         _rmdir_quietly(batch)
     return freed, left
+
+
+def _each_unlinked(paths, device):
+    """(bytes freed, paths left) of each run as it is unlinked, in the order they finish."""
+    if len(paths) < 2 or UNLINK_THREADS < 2:
+        yield from (_unlink_tree(path, device) for path in paths)
+        return
+    with ThreadPoolExecutor(UNLINK_THREADS) as pool:
+        futures = [pool.submit(_unlink_tree, path, device) for path in paths]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:  # a failure stops the runs not yet begun; those begun finish
+            for future in futures:
+                future.cancel()
 
 
 def _unlink_tree(path, device):
@@ -359,32 +381,71 @@ def _unlink_tree(path, device):
         return (st.st_blocks * 512 if _unlink_quietly(path) else 0), []
     if st.st_dev != device:
         return 0, [str(path)]
-    freed, left = 0, []
-    try:
-        entries = list(os.scandir(path))
-    except FileNotFoundError:
+    fd = _open_dir(path)
+    if fd is None:
         return 0, []
-    for entry in entries:
-        entry_freed, entry_left = _unlink_tree(Path(entry.path), device)
-        freed, left = freed + entry_freed, left + entry_left
+    try:
+        freed, left = _unlink_contents(fd, str(path), device)
+    finally:
+        os.close(fd)
     kill_point("unlinking")
     if not left:
         _rmdir_quietly(path)
     return freed + st.st_blocks * 512, left
 
 
-def _unlink_quietly(path):
+def _unlink_contents(dir_fd, path, device):
+    """Unlinks what the open directory `dir_fd` (at `path`) holds, by names
+    relative to it: no path is looked up again from the root for each file."""
+    freed, left = 0, []
+    with os.scandir(dir_fd) as it:
+        names = [entry.name for entry in it]
+    for name in names:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            if _unlink_quietly(name, dir_fd):
+                freed += st.st_blocks * 512
+            continue
+        if st.st_dev != device:
+            left.append(os.path.join(path, name))
+            continue
+        sub_fd = _open_dir(name, dir_fd)
+        if sub_fd is None:
+            continue
+        try:
+            sub_freed, sub_left = _unlink_contents(sub_fd, os.path.join(path, name), device)
+        finally:
+            os.close(sub_fd)
+        kill_point("unlinking")
+        freed, left = freed + sub_freed + st.st_blocks * 512, left + sub_left
+        if not sub_left:
+            _rmdir_quietly(name, dir_fd)
+    return freed, left
+
+
+def _open_dir(path, dir_fd=None):
+    """An fd of the directory `path`, never through a link; None when it is gone."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _unlink_quietly(path, dir_fd=None):
     """Unlinks a file; False when it was already gone (another command got there first)."""
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         return False
     return True
 
 
-def _rmdir_quietly(path):
+def _rmdir_quietly(path, dir_fd=None):
     try:
-        os.rmdir(path)
+        os.rmdir(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
