@@ -146,13 +146,16 @@ class Index:
         report = RefreshReport()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            changes = self._changes()
             if self.home_changed:  # another home's stamps, signatures and watcher tokens say nothing here
                 self.set_meta(roots_stamp="", watch_token="")
                 check = (LIVE, DELETED)
             self._refresh(set(check), report, progress, workers)
             report.seconds = time.perf_counter() - started
-            self.set_meta(last_refresh=time.time(), last_refresh_seconds=f"{report.seconds:.3f}",
-                          home=self.home_identity)
+            # A refresh that found nothing writes nothing: its commit then costs no sync of the disk.
+            if changes is None or self._changes() != changes or self.meta("last_refresh") is None:
+                self.set_meta(last_refresh=time.time(), last_refresh_seconds=f"{report.seconds:.3f}",
+                              home=self.home_identity)
             self.conn.execute("COMMIT")
         except BaseException:
             if self.conn.in_transaction:  # SQLite ends it itself when the disk is full
@@ -182,7 +185,13 @@ class Index:
         elif self.meta("scalars_pending") is None:  # an index older than this key: looked up once
             self.set_meta(scalars_pending=SOME_PENDING if self._any_scalars_pending() else NONE_PENDING)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
-        self.set_meta(roots_stamp=stamp, watch_token=news.token if news else "")
+        token = news.token if news else ""
+        if (stamp, token) != (self.meta("roots_stamp"), self.meta("watch_token", "")):
+            self.set_meta(roots_stamp=stamp, watch_token=token)
+
+    def _changes(self):
+        """Rows written so far by this connection (None where the backend does not say)."""
+        return getattr(self.conn, "total_changes", None)
 
     @contextlib.contextmanager
     def _bulk_load(self, runs):

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List
@@ -360,6 +359,8 @@ def _each_unlinked(paths, device):
     if len(paths) < 2 or UNLINK_THREADS < 2:
         yield from (_unlink_tree(path, device) for path in paths)
         return
+    from concurrent.futures import ThreadPoolExecutor, as_completed  # only a purge needs them
+
     with ThreadPoolExecutor(UNLINK_THREADS) as pool:
         futures = [pool.submit(_unlink_tree, path, device) for path in paths]
         try:

@@ -382,7 +382,7 @@ class Watcher:
         self.inotify = INotify(nonblocking=True)
         self.instance = os.urandom(8).hex()
         self.max_watches = max_watches
-        self.seq = 0  # tokens are instance:seq, one seq per answer
+        self.seq = 0  # tokens are instance:seq, a new seq for an answer with news
         self.valid_from = 1  # an older token may have missed events
         self.changed_at = {}  # run id -> the seq of the answer that first told its latest change
         self.pending = set()  # run ids changed since the last answer
@@ -538,7 +538,8 @@ class Watcher:
         self.drain()
         if self.lost_why:
             self._start_over()
-        self.seq += 1
+        if self.pending or self.seq < self.valid_from:  # else the last token still says it all
+            self.seq += 1
         for name in self.pending:
             self.changed_at[name] = self.seq
         self.pending = set()

@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from guildenv import guild_script  # noqa: E402
 
 from runq.commands.app import app  # noqa: E402
+from runq.engine import rundir  # noqa: E402
 from runq.engine.executor import register_functions  # noqa: E402
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home  # noqa: E402
 
@@ -345,7 +347,7 @@ def test_index_reports_its_state(tmp_path):
         "Size",
         "Runs",
         "Deleted runs",
-        "Last refresh",
+        "Last change found",
         "Refresh took",
     ]
     assert fields["Guild home"] == f"{tmp_path} (given with -H)"
@@ -353,9 +355,23 @@ def test_index_reports_its_state(tmp_path):
     assert fields["Runs"] == str(len(manifest.live))
     assert fields["Deleted runs"] == str(len(manifest.deleted))
     assert re.fullmatch(r"\d+(\.\d)? (bytes|KB|MB)", fields["Size"])
-    refreshed = datetime.strptime(fields["Last refresh"], "%Y-%m-%d %H:%M:%S")
+    refreshed = datetime.strptime(fields["Last change found"], "%Y-%m-%d %H:%M:%S")
     assert abs((datetime.now() - refreshed).total_seconds()) < 60
     assert re.fullmatch(r"\d+\.\d{3} s", fields["Refresh took"])
+
+
+def test_a_command_on_an_unchanged_home_leaves_the_index_files_as_they_were(tmp_path):
+    make_home(tmp_path, runs=30)
+    commands = (["runs", "list"], ["runs", "list", "--deleted", "-F", "lr > 0.001"], ["index"])
+    for argv in commands:  # builds the index and keeps each selection's compiled SQL
+        assert runq(tmp_path, *argv).exit_code == 0
+    time.sleep(rundir.RACY_WINDOW_NS / 1e9)  # files written just now are read again until then
+    assert runq(tmp_path, "runs", "list").exit_code == 0
+    files = [tmp_path / "cache" / "runq" / name for name in ("index.db", "index.db-wal")]
+    before = [(p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files]
+    for argv in commands:
+        assert runq(tmp_path, *argv).exit_code == 0
+    assert [(p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files] == before
 
 
 def test_index_follows_the_disk_and_rebuild_starts_over(tmp_path):

@@ -219,3 +219,16 @@ def test_interrupted_refresh_leaves_the_previous_state(fresh, monkeypatch):
     assert rows(index, "SELECT id, label FROM runs ORDER BY id") == before
     monkeypatch.undo()
     assert index.refresh().updated > 0
+
+
+def test_a_refresh_that_finds_nothing_writes_nothing(fresh):
+    manifest, index = fresh
+    found = index.meta("last_refresh")
+    written = index.conn.total_changes
+    assert index.refresh().updated == 0
+    assert index.conn.total_changes == written  # nothing written: the commit syncs nothing
+    assert index.meta("last_refresh") == found
+    mutate_home(manifest.root, 0.25, seed=1, now=NOW)
+    settle()
+    assert index.refresh().updated > 0
+    assert index.conn.total_changes > written and float(index.meta("last_refresh")) > float(found)

@@ -178,6 +178,27 @@ def test_with_a_watcher_a_refresh_checks_only_what_changed(home):
     assert view[run.id][1] == "edited"
 
 
+def index_file_stamps(home):
+    files = [index_path(home), index_path(home).with_name("index.db-wal")]
+    return [(p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in files]
+
+
+def test_with_a_watcher_a_refresh_that_finds_nothing_writes_nothing(home):
+    root, manifest = home
+    refresh(root)
+    start_watcher(root)
+    refresh(root)
+    before = index_file_stamps(root)
+    quiet, _ = refresh(root)
+    assert quiet.watcher and index_file_stamps(root) == before  # the watcher's token is the same
+    edit_label_in_place(a_live_run(manifest, root).run_dir(root))
+    report, _ = refresh(root)
+    assert report.updated == 1 and index_file_stamps(root) != before
+    after = index_file_stamps(root)
+    quiet, _ = refresh(root)
+    assert quiet.watcher and index_file_stamps(root) == after
+
+
 def test_the_token_of_a_restarted_watcher_is_refused(home):
     root, manifest = home
     refresh(root)
