@@ -8,7 +8,6 @@ shows the SQL, and dry-runs the purge, with its index in the cache
 directory too, so that nothing is written into that home.
 """
 
-import hashlib
 import os
 import shlex
 import time
@@ -18,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..engine.digest import sha256
 from ..engine.errors import HomeError
 from ..engine.home import resolve_home
 
@@ -71,7 +71,7 @@ def cache_dir():
 
 def _demo_index(home):
     """An index for a demo on someone's home, kept out of that home."""
-    name = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    name = sha256(os.fsencode(home)).hexdigest()[:16]
     directory = cache_dir() / "demo-index"
     directory.mkdir(parents=True, exist_ok=True)  # runq creates no directory for an --index it is given
     return directory / f"{name}.db"

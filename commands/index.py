@@ -56,7 +56,7 @@ def show_state(index, location):
         *_store_rows(index, location),
         ("Runs", str(live)),
         ("Deleted runs", str(deleted)),
-        ("Last change found", datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M:%S") if last else "never"),
+        ("Last change", datetime.fromtimestamp(last).strftime("%Y-%m-%d %H:%M:%S") if last else "never"),
         ("Refresh took", f"{float(index.meta('last_refresh_seconds', 0)):.3f} s"),
     ]
     width = max(len(name) for name, _ in rows)

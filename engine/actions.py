@@ -7,7 +7,7 @@ that they no longer pass the filters, or vanished.
 
 from dataclasses import replace
 
-from . import purge, sqlcache
+from . import sqlcache
 from .executor import count_runs, query_plan, select_runs
 from .home import DELETED
 from .indexer import schema_text
@@ -69,16 +69,22 @@ def recheck(index, selection, runs, now):
 
 
 def remove(index, runs, deleted, progress=None, background=False):
+    from . import purge  # only commands that act on runs need it
+
     return purge.remove_runs(index, [run.id for run in runs], deleted, progress, background)
 
 
 def move(index, runs, to_deleted):
+    from . import purge
+
     return purge.move_runs(index, [run.id for run in runs], to_deleted)
 
 
 def stop_running(index, runs):
     """Stops local running runs before they are deleted, as Guild does, but
     only processes that are the runs' own; returns (stopped, not theirs)."""
+    from . import purge
+
     outcomes = {
         run.id: purge.stop_run(run.pid, index.home.run_dir(run.id, run.deleted), run.id, run.started)
         for run in runs

@@ -24,7 +24,6 @@ from .errors import HomeError, SelectionError
 from .executor import stored_attrs
 from .home import DELETED, LIVE, locate_index, resolve_home
 from .indexer import Index, rebuild_index
-from .purge import finish_pending
 from .selection import STATUSES, build_selection
 
 STATUS_NAMES = tuple(STATUSES.values())
@@ -64,7 +63,7 @@ def _open_refreshed(home, location, refresh, check, progress, tell, lock_wait):
     try:
         for notice in db.notices:
             tell(notice)
-        finish_pending(home)
+        _finish_pending(home)
         report = None
         if refresh or db.meta("last_refresh") is None or db.home_changed:
             report = db.refresh(check=check, progress=progress)
@@ -72,6 +71,14 @@ def _open_refreshed(home, location, refresh, check, progress, tell, lock_wait):
         db.close()
         raise
     return RunIndex(db, report)
+
+
+def _finish_pending(home):
+    """Unlinks what an interrupted purge left; the purge module loads only when there is some."""
+    if os.path.lexists(home.purge_dir):
+        from .purge import finish_pending
+
+        finish_pending(home)
 
 
 def open_store(home, location, lock_wait=None):

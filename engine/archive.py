@@ -6,7 +6,6 @@ everything else runq keeps stay out of the archive, and nothing in the
 archive is ever written, moved or removed.
 """
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -33,6 +32,8 @@ def archive_path(path):
 
 def archive_home(archive):
     """The home that stands for an archive directory, made on first use."""
+    import hashlib  # only for archives: it loads OpenSSL
+
     key = hashlib.sha1(str(archive).encode("utf-8", "surrogateescape")).hexdigest()[:16]
     home = cache_dir() / "archives" / f"{archive.name or 'root'}-{key}"
     runs = home / "runs"

@@ -4,12 +4,12 @@ The home is found as Guild 0.9.0 finds it (guild/config.py), so that runq
 never acts on another home than the one `guild` would act on.
 """
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .digest import sha256
 from .errors import HomeError
 
 LIVE, DELETED = 0, 1
@@ -241,7 +241,7 @@ def locate_index(home, option=None, environ=None, mounts=None):
 def user_cache_index(home, environ):
     base = environ.get("XDG_CACHE_HOME") or os.path.join(_user_home(environ), ".cache")
     real = os.path.realpath(home.path)
-    key = f"{hashlib.sha256(real.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}-{os.path.basename(real)}"
+    key = f"{sha256(real.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}-{os.path.basename(real)}"
     return Path(os.path.abspath(base)) / "runq" / key / "index.db"
 
 

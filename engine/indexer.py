@@ -10,10 +10,7 @@ together, so an interrupted refresh leaves the previous state.
 import contextlib
 import functools
 import fcntl
-import glob
-import hashlib
 import os
-import pickle
 import re
 import signal
 import sqlite3
@@ -22,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
+from .digest import sha256
 from . import rundir, watch
 from .errors import HomeError
 from .executor import register_functions
@@ -627,6 +625,8 @@ def _widen_pipe(fd):
 
 
 def _serve_chunks(chunks, write_fd, read_chunk):
+    import pickle  # only reading in parallel needs it
+
     parent = os.getppid()
     with os.fdopen(write_fd, "wb") as out:
         for chunk in chunks:
@@ -640,6 +640,8 @@ def _serve_chunks(chunks, write_fd, read_chunk):
 
 def _receive(pipe):
     """The next records a worker sent, or None when it died first."""
+    import pickle
+
     size = pipe.read(8)
     if len(size) < 8:
         return None
@@ -880,6 +882,8 @@ def kept_files(path, owned):
     file_problem(path, owned)
     names = [f"{path.name}{suffix}" for suffix in ("", "-wal", "-shm", ".lock")]
     found = [path.parent / name for name in names if os.path.lexists(path.parent / name)]
+    import glob
+
     leftovers = sorted(path.parent.glob(f".{glob.escape(path.name)}.*.new*")) if path.parent.is_dir() else []
     return found + leftovers
 
@@ -914,7 +918,7 @@ def secondary_indexes():
 
 
 def schema_version():
-    return hashlib.sha256(schema_text().encode()).hexdigest()[:16]
+    return sha256(schema_text().encode()).hexdigest()[:16]
 
 
 def index_state(path, owned):

@@ -15,7 +15,6 @@ MAX_ENTRIES entries, none longer than MAX_SQL_CHARS.
 
 import dataclasses
 import functools
-import hashlib
 import importlib.util
 import json
 import sqlite3
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import FrozenSet, NamedTuple
 
 from .. import __version__
+from .digest import sha256
 from .indexer import schema_version
 from .values import stored_number
 
@@ -96,14 +96,14 @@ def cache_key(selection, now_values, count=False):
         return None
     unbounded = sorted(role for role, value in now_values.items() if value is None)  # no parameter, no test
     text = json.dumps([code, schema_version(), described, unbounded, "count" if count else "runs"], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256(text.encode()).hexdigest()
 
 
 @functools.cache
 def code_version():
     """runq's version, a hash of the compiling modules' source and sqlglot's
     version; None when a source file cannot be read (then nothing is cached)."""
-    digest = hashlib.sha256(__version__.encode())
+    digest = sha256(__version__.encode())
     here = Path(__file__).resolve().parent
     sqlglot = importlib.util.find_spec("sqlglot")  # found, not imported
     paths = [here / f"{name}.py" for name in COMPILING_MODULES]

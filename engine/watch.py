@@ -32,7 +32,6 @@ RUNQ_WATCH_MAX_WATCHES caps its inotify watches (as a low limit would).
 import errno
 import fcntl
 import gc
-import hashlib
 import json
 import os
 import signal
@@ -42,6 +41,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from .digest import sha256
 from .errors import HomeError
 from .values import storable_text
 
@@ -68,7 +68,7 @@ def log_path(index_path):
 def socket_address(index_path):
     """An abstract socket name (a leading NUL) for the index's real path."""
     real = os.path.realpath(index_path)
-    return "\0runq-watch/" + hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return "\0runq-watch/" + sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def available():

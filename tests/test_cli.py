@@ -347,7 +347,7 @@ def test_index_reports_its_state(tmp_path):
         "Size",
         "Runs",
         "Deleted runs",
-        "Last change found",
+        "Last change",
         "Refresh took",
     ]
     assert fields["Guild home"] == f"{tmp_path} (given with -H)"
@@ -355,7 +355,7 @@ def test_index_reports_its_state(tmp_path):
     assert fields["Runs"] == str(len(manifest.live))
     assert fields["Deleted runs"] == str(len(manifest.deleted))
     assert re.fullmatch(r"\d+(\.\d)? (bytes|KB|MB)", fields["Size"])
-    refreshed = datetime.strptime(fields["Last change found"], "%Y-%m-%d %H:%M:%S")
+    refreshed = datetime.strptime(fields["Last change"], "%Y-%m-%d %H:%M:%S")
     assert abs((datetime.now() - refreshed).total_seconds()) < 60
     assert re.fullmatch(r"\d+\.\d{3} s", fields["Refresh took"])
 
