@@ -3,7 +3,7 @@ local command selects, previews and asks on the mirror as on any home, and
 the confirmed runs are then deleted, moved or restored in the bucket (and
 in the mirror and its index to match)."""
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -16,7 +16,7 @@ def mirror_settings(ctx, remote):
     """The settings of a local command on the remote's synced mirror."""
     with S3Session(remote) as session:
         mirror = session.sync_mirror()
-    return replace(ctx.obj, guild_home=Path(mirror), index_path=None, remote_actions=S3Actions(remote))
+    return ctx.obj._replace(guild_home=Path(mirror), index_path=None, remote_actions=S3Actions(remote))
 
 
 def index_mirror(ctx, remote):

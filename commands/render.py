@@ -6,8 +6,8 @@ import math
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import click
 import typer
@@ -189,8 +189,7 @@ def _styled(segments, styled):
     return "".join(f"{style}{text}{RESET}" if style else text for text, style in segments) + RESET
 
 
-@dataclass(frozen=True)
-class Terminal:
+class Terminal(NamedTuple):
     styled: bool  # escape codes wanted (not with NO_COLOR)
     width: int  # columns: lines are cut there
 

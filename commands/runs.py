@@ -4,7 +4,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NamedTuple, Optional
 
 import typer
 import typer.main
@@ -86,8 +86,7 @@ ExplainOption = Annotated[
 ]
 
 
-@dataclass(frozen=True)
-class Action:
+class Action(NamedTuple):
     """What distinguishes purge, delete and restore."""
 
     source: int  # the root runs are selected from

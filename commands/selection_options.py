@@ -8,8 +8,7 @@ parameters.
 import functools
 import inspect
 import sys
-from dataclasses import dataclass, fields, replace
-from typing import Annotated, FrozenSet, List, Optional, Tuple
+from typing import Annotated, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import click
 import typer
@@ -25,8 +24,7 @@ SQL_DIALECTS = ("sqlite", "postgres")
 FILTER_HELP = "Filter runs using a filter expression (see 'runq help filters')."
 
 
-@dataclass(frozen=True)
-class SelectionOptions:
+class SelectionOptions(NamedTuple):
     runs: Tuple[str, ...]
     filter_expr: Optional[str]
     operations: Tuple[str, ...]
@@ -205,7 +203,7 @@ def _parameter(name):
 def selection_command(fn):
     """Adds the selection parameters to a Typer command taking `options: SelectionOptions`."""
     own = [p for name, p in inspect.signature(fn).parameters.items() if name != "options"]
-    names = [f.name for f in fields(SelectionOptions) if f.name in OPTION_TYPES]
+    names = [name for name in SelectionOptions._fields if name in OPTION_TYPES]
 
     @functools.wraps(fn)
     def command(**kwargs):
@@ -222,7 +220,7 @@ def selection_command(fn):
         _check_text(values)
         values.update({k: tuple(values[k] or ()) for k in ("runs", "operations", "labels", "tags", "comments")})
         options = SelectionOptions(**values)
-        return fn(options=replace(options, confirmed_ids=read_ids(sys.stdin)) if ids_from_stdin else options, **kwargs)
+        return fn(options=options._replace(confirmed_ids=read_ids(sys.stdin)) if ids_from_stdin else options, **kwargs)
 
     own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
     command.__signature__ = inspect.Signature(own + [_parameter(name) for name in names] + REMOTE_PARAMETERS)

@@ -4,10 +4,9 @@ options, a refresh before any selection, and its one-line report."""
 import atexit
 import os
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import click
 import typer
@@ -20,8 +19,7 @@ from ..engine.indexer import LockWait
 DEFAULT_LOCK_TIMEOUT = 60.0
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     guild_home: Optional[Path]
     index_path: Optional[Path]
     refresh: bool

@@ -2,7 +2,6 @@
 runs changed (engine/watch.py), so that a refresh stats only those."""
 
 import math
-from dataclasses import replace
 from datetime import datetime
 
 import typer
@@ -34,7 +33,7 @@ def start(ctx: typer.Context):
     # The watcher lives as long as an index it serves. What changed before it
     # watched, none of its answers tells: every run is checked once it
     # watches (not also before), rather than by the next command.
-    index = open_index(replace(settings, refresh=False))
+    index = open_index(settings._replace(refresh=False))
     pid = watch.running_pid(index.path)
     if pid is not None:
         typer.echo(f"already watching (pid {pid})")

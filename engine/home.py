@@ -7,7 +7,7 @@ never acts on another home than the one `guild` would act on.
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .digest import sha256
 from .errors import HomeError
@@ -197,8 +197,7 @@ def check_home(home):
 # Where the index lives
 
 
-@dataclass(frozen=True)
-class IndexLocation:
+class IndexLocation(NamedTuple):
     path: Path
     reason: str  # why there: shown by `runq index`
     owned: bool  # runq chose the path: a file there that is not an index is runq's own, broken

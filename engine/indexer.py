@@ -1036,8 +1036,7 @@ def _connect(path, lock_wait=None):
 LOCK_WAIT_SLICE = 0.5  # SQLite waits this long at a time, then runq says it waits
 
 
-@dataclass(frozen=True)
-class LockWait:
+class LockWait(NamedTuple):
     """How long to wait for another process holding the index's write lock,
     and whom to tell (called once, with the index path and the limit)."""
 

@@ -38,8 +38,8 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .digest import sha256
 from .errors import HomeError
@@ -85,8 +85,7 @@ def available():
 # Asking (the command's side)
 
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(NamedTuple):
     """What changed since a token. `full`: the token cannot be trusted, every
     run must be checked; otherwise `changed` (run ids, in either root) and
     `unwatched` (run ids to check every time) are what to check."""
