@@ -5,8 +5,6 @@ chosen runs against the disk first and leaves out any that changed so
 that they no longer pass the filters, or vanished.
 """
 
-from dataclasses import replace
-
 from . import sqlcache
 from .executor import count_runs, query_plan, select_runs
 from .home import DELETED
@@ -62,7 +60,7 @@ def recheck(index, selection, runs, now):
     """
     from .compiler import compile_selection  # imports sqlglot, which selecting from the cache does not
 
-    compiled = compile_selection(replace(selection, runs=()), now, index.dialect)
+    compiled = compile_selection(selection._replace(runs=()), now, index.dialect)
     index.recheck([run.id for run in runs], events=compiled.uses_scalars)
     passing = {run.id for run in run_compiled(index, compiled)}
     return [r for r in runs if r.id in passing], [r for r in runs if r.id not in passing]

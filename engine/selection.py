@@ -6,8 +6,7 @@ turns the result into SQL.
 """
 
 import re
-from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 from .errors import RangeError, SelectionError
 
@@ -22,8 +21,7 @@ STATUSES = {
 SLICE = re.compile(r"(\d+)?:(\d+)?")
 
 
-@dataclass(frozen=True)
-class RunArg:
+class RunArg(NamedTuple):
     """A RUN argument: an index range tried first, else a run id prefix.
 
     `lo` and `hi` are Python slice bounds over the filtered runs (`hi` None
@@ -37,8 +35,7 @@ class RunArg:
     hi: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     deleted: bool = False
     filter: Optional[object] = None  # engine.parser.ParsedFilter
     operations: Tuple[str, ...] = ()
@@ -51,7 +48,7 @@ class Selection:
     digest: Optional[str] = None
     statuses: Tuple[str, ...] = ()  # any of these
     not_statuses: Tuple[str, ...] = ()  # none of these
-    runs: Tuple[RunArg, ...] = field(default_factory=tuple)
+    runs: Tuple[RunArg, ...] = ()
 
     @property
     def warnings(self):

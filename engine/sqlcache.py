@@ -123,8 +123,10 @@ def _described(value):
         return [type(value).__name__, value]
     if type(value) in (tuple, list):
         return [type(value).__name__, [_described(item) for item in value]]
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple (a selection, a RUN argument)
+        return [kind, [[name, _described(getattr(value, name))] for name in value._fields]]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        kind = f"{type(value).__module__}.{type(value).__qualname__}"
         return [kind, [[f.name, _described(getattr(value, f.name))] for f in dataclasses.fields(value)]]
     raise TypeError(f"cannot describe {type(value).__name__}")
 
