@@ -16,7 +16,6 @@ import typer
 from .session import open_index
 from ..engine.attrs import LAZY_ATTRS
 from ..engine.errors import QueryError
-from ..engine.script import option_params, script_params
 
 WIDTH_SAMPLE_ROWS = 1000  # the table's column widths come from the first rows; later ones may overflow
 DEFAULT_TIMEOUT = 60.0
@@ -48,6 +47,8 @@ def sql(
     naming a file: a script as 'runq runs ... --sql' prints it, whose
     '-- :NAME = VALUE' lines bind its parameters."""
     text = query_text(source)
+    from ..engine.script import option_params, script_params  # parses scripts: only `runq sql` needs it
+
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
     index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would

@@ -5,7 +5,6 @@ never acts on another home than the one `guild` would act on.
 """
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -31,8 +30,7 @@ NETWORK_FS = {"nfs", "nfs4", "cifs", "smbfs", "smb3", "ncpfs", "afs", "9p", "fus
               "fuse.s3fs", "fuse.gcsfuse", "glusterfs", "fuse.glusterfs", "ceph", "fuse.ceph", "lustre"}
 
 
-@dataclass(frozen=True)
-class GuildHome:
+class GuildHome(NamedTuple):
     path: Path
     source: str = "option"
 
