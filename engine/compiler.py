@@ -62,6 +62,12 @@ PYTHON_OPS = {"=": exp.EQ, "!=": exp.NEQ, "<": exp.LT, "<=": exp.LTE, ">": exp.G
 WHITESPACE = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
+# Types whose values are equal exactly when their JSON texts are, so that a
+# parameter of one is keyed by its value, without json.dumps (not floats:
+# 0.0 == -0.0, and NaN != NaN).
+EXACT_KEYS = (str, int)
+
+
 @dataclass
 class CompiledQuery:
     expression: exp.Expression
@@ -143,12 +149,17 @@ class Value:
 SHARED = "runq_shared"  # meta key of a Value's node, which appears wherever the value is used
 
 
-class _SharedText:
-    """A generator that works out each shared node's text once."""
+class _RunqText:
+    """A generator that works out each shared node's text once, and writes
+    nested ANDs, ORs and parentheses without recursion."""
 
     def sql(self, expression, key=None, comment=True):
+        if self.pretty or key:
+            return super().sql(expression, key, comment)
+        if type(expression) in LOGIC_ROOTS and not expression.comments:
+            return self._logic_sql(expression)
         meta = getattr(expression, "_meta", None)  # not .meta, which would add a dict to every node
-        if self.pretty or key or not meta or not meta.get(SHARED):
+        if not meta or not meta.get(SHARED):
             return super().sql(expression, key, comment)
         memo = self.__dict__.setdefault("_shared_sql", {})
         text = memo.get(id(expression))
@@ -156,18 +167,48 @@ class _SharedText:
             text = memo[id(expression)] = super().sql(expression, key, comment)
         return text
 
+    def _logic_sql(self, root):
+        """What sqlglot writes (without `pretty`) for nested connectors and
+        parentheses, worked out with a stack: sqlglot recurses through
+        several Python frames per level, and a balanced filter of 1,000
+        terms nests ten levels deep. As in sqlglot, a connector's comments
+        follow its word; a parenthesis with comments is left to self.sql."""
+        parts, pending = [], [root]
+        while pending:
+            node = pending.pop()
+            kind = type(node)
+            if kind is str:
+                parts.append(node)
+            elif kind is exp.Paren and not node.comments:
+                pending += (")", node.this, "(")
+            elif kind in CONNECTOR_WORDS:
+                word = CONNECTOR_WORDS[kind]
+                if node.comments:
+                    word = self.maybe_comment(word, comments=node.comments)
+                pending += (node.right, f" {word} ", node.left)
+            else:
+                parts.append(self.sql(node))
+        return "".join(parts)
+
+
+# What _logic_sql writes itself: from a root of LOGIC_ROOTS (which both
+# dialects write as sqlglot's Generator does), parentheses and connectors,
+# the way sqlglot's connector_sql runs through a chain of them.
+LOGIC_ROOTS = {exp.Paren, exp.And, exp.Or}
+CONNECTOR_WORDS = {exp.And: "AND", exp.Or: "OR", exp.Xor: "XOR"}
+
 
 class RunqSQLite(SQLite):
-    """SQLite, rendered with each shared node's text worked out once."""
+    """SQLite, written by _RunqText: each shared node's text worked out once."""
 
-    class Generator(_SharedText, SQLite.Generator):
+    class Generator(_RunqText, SQLite.Generator):
         pass
 
 
 class RunqPostgres(Postgres):
     """PostgreSQL, likewise; parameters as psycopg binds them: %(p1)s."""
 
-    class Generator(_SharedText, Postgres.Generator):
+    class Generator(_RunqText, Postgres.Generator):
         pass
 
 
@@ -186,7 +227,7 @@ class _Compiler:
 
     def param(self, value):
         """A placeholder for a value; equal values (of one type) share one."""
-        key = (type(value), json.dumps(value, default=str))
+        key = (type(value), value if type(value) in EXACT_KEYS else json.dumps(value, default=str))
         name = self.param_names.get(key)
         if name is None:
             name = self.param_names[key] = f"p{len(self.params) + 1}"
@@ -844,7 +885,7 @@ def _placeholders(node):
     filters). A node that appears in several places (a value's, shared by
     its uses) is walked, and its placeholders given, only where it first
     appears, so each is renamed once."""
-    pending, seen = [node], set()
+    found, pending, seen = [], [node], set()
     while pending:
         node = pending.pop()
         kind = type(node)
@@ -852,15 +893,14 @@ def _placeholders(node):
             continue
         seen.add(id(node))
         if kind is exp.Placeholder:
-            yield node
+            found.append(node)
             continue
-        children = []
-        for value in node.args.values():
-            if isinstance(value, exp.Expression):
-                children.append(value)
-            elif type(value) is list:
-                children.extend(v for v in value if isinstance(v, exp.Expression))
-        pending.extend(reversed(children))
+        for value in reversed(node.args.values()):  # pending is a stack: the first child last
+            if type(value) is list:
+                pending.extend(v for v in reversed(value) if isinstance(v, exp.Expression))
+            elif isinstance(value, exp.Expression):
+                pending.append(value)
+    return found
 
 
 def _bindable(value):

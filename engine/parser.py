@@ -55,28 +55,32 @@ class _Parser:
     def __init__(self, text, tokens):
         self.text = text
         self.tokens = tokens
+        self.types = [token.type for token in tokens] + [None, None]  # None: the end
         self.pos = 0
         self.warnings = []
 
     # Token access
 
-    def peek(self, offset=0):
-        index = self.pos + offset
-        return self.tokens[index] if index < len(self.tokens) else None
+    def peek(self):
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
 
     def peek_type(self, offset=0):
-        token = self.peek(offset)
-        return token.type if token else None
+        """The type of the next token (offset 0) or the one after (1); None at the end."""
+        return self.types[self.pos + offset]
 
     def at_end(self):
         return self.pos >= len(self.tokens)
 
     def take(self, *types):
-        token = self.peek()
-        if token is None or token.type not in types:
+        """The next token, which must be of one of `types`."""
+        if self.types[self.pos] not in types:
             raise self.unexpected()
+        return self.advance()
+
+    def advance(self):
+        """The next token, whose type the caller has checked."""
         self.pos += 1
-        return token
+        return self.tokens[self.pos - 1]
 
     def unexpected(self):
         token = self.peek()
@@ -99,8 +103,10 @@ class _Parser:
         operands = [self.unary()]
         ops = []
         while self.peek_type() in LOGICAL:
-            ops.append(LOGICAL[self.take(*LOGICAL).type])
+            ops.append(LOGICAL[self.advance().type])
             operands.append(self.unary())
+        if not ops:
+            return operands[0]
         node = operands[-1]
         for op, left in zip(reversed(ops), reversed(operands[:-1])):
             node = tree.Logical(op, left, node)
@@ -110,14 +116,14 @@ class _Parser:
 
     def unary(self):
         if self.peek_type() == "NOT":
-            self.take("NOT")
+            self.advance()
             return tree.Not(self.unary())
         return self.primary()
 
     def primary(self):
         kind = self.peek_type()
         if kind == "LPAREN":
-            self.take("LPAREN")
+            self.advance()
             node = self.expression()
             self.take("RPAREN")
             return node
@@ -126,11 +132,11 @@ class _Parser:
         return tree.Truth(self.term())
 
     def runtest(self):
-        name = tree.Name(self.take("ID").value)
+        name = tree.Name(self.advance().value)  # primary saw an ID
         return RUNTEST_STARTS[self.peek_type()](self, name)
 
     def compare(self, name):
-        op = COMPARISONS[self.take(*COMPARISONS).type]
+        op = COMPARISONS[self.advance().type]  # runtest saw a comparison
         return tree.Compare(name, op, self.term())
 
     def is_(self, name):
@@ -160,7 +166,7 @@ class _Parser:
         if kind == "LBRACKET":
             return self.list_()
         if kind in CONSTANTS:
-            self.take(kind)
+            self.advance()
             return tree.Literal(CONSTANTS[kind])
         return tree.Literal(self.take(*SCALAR_TOKENS).value)
 

@@ -278,3 +278,51 @@ def table_for(alias):
 def test_label_whitespace_is_pythons():
     """-Fl tests str(label).strip(): the trimmed characters are exactly str.isspace()."""
     assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+
+
+def _balanced(terms, depth=0):
+    if len(terms) == 1:
+        return terms[0]
+    mid = len(terms) // 2
+    op = "and" if depth % 2 else "or"
+    return f"({_balanced(terms[:mid], depth + 1)}) {op} ({_balanced(terms[mid:], depth + 1)})"
+
+
+LONG_FILTER_TERMS = [
+    "lr > 0.5", "flag:x != 1", "label contains a", "status in [error, running]", "not (b = 1 or c < 2)",
+    "scalar:eval#loss < 1", "time > 1", "started = ''", "x not in [1, 'y']", "flag:l = [1, 2]", "cat",
+]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+@pytest.mark.parametrize("shape", ["chain", "balanced", "mixed"])
+def test_long_filters_render_as_sqlglot_writes_them(dialect, shape):
+    """runq's generator writes ANDs, ORs and parentheses without recursion,
+    and each shared node's text once: the SQL must be sqlglot's own."""
+    terms = [LONG_FILTER_TERMS[i % len(LONG_FILTER_TERMS)] for i in range(60)]
+    text = {
+        "chain": " and ".join(terms),
+        "balanced": _balanced(terms),
+        "mixed": " ".join(f"{t} {('and', 'or')[i % 2]}" for i, t in enumerate(terms)) + " true",
+    }[shape]
+    compiled = compile_selection(build_selection(filter_expr=text, labels=["-", "x"]), NOW, dialect=dialect)
+    for pretty in (False, True):
+        assert compiled.sql(pretty=pretty) == compiled.expression.sql(dialect=dialect, pretty=pretty)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_commented_logic_renders_as_sqlglot_writes_it(dialect):
+    from runq.engine.compiler import SPELLINGS
+
+    def commented(node, text):
+        node.add_comments([text])
+        return node
+
+    def tree():
+        a, b, c = (exp.column(name) for name in "abc")
+        inner = exp.Paren(this=commented(exp.Or(this=b, expression=c), "or"))
+        xor = exp.Xor(this=exp.column("d"), expression=commented(exp.Paren(this=exp.column("e")), "paren"))
+        chain = commented(exp.And(this=inner, expression=exp.And(this=xor, expression=exp.Paren(this=a))), "and")
+        return exp.Not(this=exp.Paren(this=exp.Or(this=chain, expression=commented(exp.Paren(this=a), "last"))))
+
+    assert tree().sql(dialect=SPELLINGS[dialect].dialect) == tree().sql(dialect=dialect)
