@@ -227,7 +227,12 @@ def _select_in_postgres(conn, compiled, make, limit):
     try:
         params = _python_matches(conn, compiled.bound_params())
         set_local_time_zone(conn)
-        return _rows_to_runs(compiled, conn.execute(compiled.sql(), params), make, limit)
+        if limit is None:
+            return _rows_to_runs(compiled, conn.execute(compiled.sql(), params), make, limit)
+        # A server-side cursor: only the rows read cross the wire, not the whole selection.
+        with conn.transaction(), conn.cursor(name="runq_selection") as cursor:
+            cursor.execute(compiled.sql(), params)
+            return _rows_to_runs(compiled, cursor, make, limit)
     except psycopg.Error as e:
         raise SelectionError(f"the index cannot run this selection: {e}".strip()) from None
 
