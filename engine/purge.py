@@ -383,7 +383,8 @@ def _unlink_tree(path, device):
     if st.st_dev != device:
         return 0, [str(path)]
     fd = _open_dir(path)
-    if fd is None:
+    if fd is None:  # gone, or no longer a directory: a link or file now, unlinked as such
+        _unlink_quietly(path)
         return 0, []
     try:
         freed, left = _unlink_contents(fd, str(path), device)
@@ -414,7 +415,8 @@ def _unlink_contents(dir_fd, path, device):
             left.append(os.path.join(path, name))
             continue
         sub_fd = _open_dir(name, dir_fd)
-        if sub_fd is None:
+        if sub_fd is None:  # gone, or replaced by a link or file since its stat
+            _unlink_quietly(name, dir_fd)
             continue
         try:
             sub_freed, sub_left = _unlink_contents(sub_fd, os.path.join(path, name), device)
@@ -428,11 +430,14 @@ def _unlink_contents(dir_fd, path, device):
 
 
 def _open_dir(path, dir_fd=None):
-    """An fd of the directory `path`, never through a link; None when it is gone."""
+    """An fd of the directory `path`, never through a link; None when it is
+    gone or no longer a directory (a link there fails with ELOOP)."""
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
 
 
 def _unlink_quietly(path, dir_fd=None):

@@ -287,6 +287,28 @@ def test_purge_unlinks_links_inside_a_run_without_following_them(home, tmp_path)
     assert tree(data) == kept
 
 
+def test_a_directory_swapped_for_a_link_while_unlinking_is_unlinked_as_a_link(tmp_path, monkeypatch):
+    batch, outside = tmp_path / "batch", tmp_path / "dataset"
+    (batch / "run1" / "logs").mkdir(parents=True)
+    (batch / "run1" / "logs" / "train.log").write_text("epoch 1\n")
+    (outside / "logs").mkdir(parents=True)
+    (outside / "logs" / "precious.bin").write_bytes(b"\0" * 4096)
+    kept = tree(outside)
+    real_open_dir = purge._open_dir
+
+    def swapped_first(path, dir_fd=None):  # another process swaps the directory between stat and open
+        if path == "logs" and not os.path.islink(batch / "run1" / "logs"):
+            os.rename(batch / "run1" / "logs", tmp_path / "moved-away")
+            os.symlink(outside / "logs", batch / "run1" / "logs")
+        return real_open_dir(path, dir_fd)
+
+    monkeypatch.setattr(purge, "_open_dir", swapped_first)
+    purge.unlink_batch(batch)
+    assert not os.path.lexists(batch)
+    assert tree(outside) == kept  # the link was unlinked, never followed
+    assert (tmp_path / "moved-away" / "train.log").exists()
+
+
 # Runs that change between selection and confirmation
 
 
