@@ -5,14 +5,11 @@ SHA-256 module gives the same digests; hashlib's is used where it is missing.
 """
 
 try:
-    from _sha256 import sha256 as _sha256  # CPython 3.11
+    from _sha256 import sha256  # CPython 3.11
 except ImportError:
     try:
-        from _sha2 import sha256 as _sha256  # CPython 3.12 and later
+        from _sha2 import sha256  # CPython 3.12 and later
     except ImportError:
-        from hashlib import sha256 as _sha256
+        from hashlib import sha256
 
-
-def sha256(data=b""):
-    """A hashlib-style SHA-256 object (update, hexdigest)."""
-    return _sha256(data)
+__all__ = ["sha256"]

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, NamedTuple, Optional, Tuple
 
-from .digest import sha256
 from . import rundir, watch
+from .digest import sha256
 from .errors import HomeError
 from .executor import register_functions
 from .home import DELETED, LIVE
@@ -164,12 +164,13 @@ class Index:
     def _refresh(self, check, report, progress, workers):
         # Asked first: whatever changes after the watcher's answer is told
         # with the next token (see engine/watch.py).
-        news = watch.ask(self.path, self.home.path, self.meta("watch_token"))
+        known_stamp, known_token = self.meta("roots_stamp"), self.meta("watch_token") or ""
+        news = watch.ask(self.path, self.home.path, known_token)
         # runs/ and trash/runs/ change mtime whenever an entry comes, goes or
         # is renamed: unchanged, their listings cannot hold news.
         stamp = self._roots_stamp()
         first_build = self.conn.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
-        new = self._follow_listings(report) if stamp != self.meta("roots_stamp") else []
+        new = self._follow_listings(report) if stamp != known_stamp else []
         if news and not news.full:
             changed = self._changed_watched_runs(check, workers, news, report)
         else:  # every run; both roots when a watcher answered: its token will stand for both
@@ -184,7 +185,7 @@ class Index:
             self.set_meta(scalars_pending=SOME_PENDING if self._any_scalars_pending() else NONE_PENDING)
         report.rechecked = self._recheck_pids(check, {item[1] for item in changed})
         token = news.token if news else ""
-        if (stamp, token) != (self.meta("roots_stamp"), self.meta("watch_token", "")):
+        if (stamp, token) != (known_stamp, known_token):
             self.set_meta(roots_stamp=stamp, watch_token=token)
 
     def _changes(self):

@@ -356,7 +356,7 @@ def unlink_batch(batch, progress=None):
 
 def _each_unlinked(paths, device):
     """(bytes freed, paths left) of each run as it is unlinked, in the order they finish."""
-    if len(paths) < 2 or UNLINK_THREADS < 2:
+    if len(paths) < 2:
         yield from (_unlink_tree(path, device) for path in paths)
         return
     from concurrent.futures import ThreadPoolExecutor, as_completed  # only a purge needs them
@@ -431,7 +431,7 @@ def _unlink_contents(dir_fd, path, device):
 
 def _open_dir(path, dir_fd=None):
     """An fd of the directory `path`, never through a link; None when it is
-    gone or no longer a directory (a link there fails with ELOOP)."""
+    gone or no longer a directory (a link there fails with ENOTDIR or ELOOP)."""
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as e:

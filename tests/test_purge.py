@@ -451,6 +451,19 @@ def _wait_for(proc, ready):
     return proc.poll() is None
 
 
+def _stopped(pid):
+    """Whether every thread of the process is stopped (SIGSTOP reaches each one in its own time)."""
+    tasks = f"/proc/{pid}/task"
+    states = []
+    for task in os.listdir(tasks):
+        try:
+            with open(f"{tasks}/{task}/stat") as f:
+                states.append(f.read().rpartition(")")[2].split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return all(state in "tT" for state in states)
+
+
 def _kill_when(proc, ready, rng):
     """SIGKILLs proc once ready() holds, after a random pause of up to 20 ms;
     returns whether it was still running then."""
@@ -522,6 +535,7 @@ def test_a_purge_still_running_is_left_alone_by_other_commands(tmp_path):
     try:
         assert _wait_for(proc, _unlinking(root, 90)), "the purge ended before it could be paused"
         proc.send_signal(signal.SIGSTOP)
+        assert _wait_for(proc, lambda: _stopped(proc.pid))  # every unlinking thread, not only the signal sent
         paused = _batch_sizes(root)
         listed_ids(root, "--deleted")  # another command, while the purge is unlinking
         assert _batch_sizes(root) == paused
