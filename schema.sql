@@ -96,6 +96,12 @@ CREATE TABLE IF NOT EXISTS flags (
     PRIMARY KEY (run_key, name)
 ) WITHOUT ROWID;
 
+-- Every name the attrs and flags tables have held (the indexer adds a run's
+-- names as it writes the run; none is taken out): a filter joins a name's
+-- rows only when it is here, so a name no run has costs no seek per run.
+CREATE TABLE IF NOT EXISTS attr_names (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flag_names (name TEXT PRIMARY KEY) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS scalars (
     run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     prefix TEXT NOT NULL,           -- event files' directory relative to the run: .guild, '' (root), eval, ...

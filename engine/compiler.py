@@ -524,12 +524,12 @@ class _Compiler:
         if key in LAZY_ATTRS:
             self.lazy_attrs.add(key)
         alias = f"a{len(self.joins) + 1}"
-        self.join("attrs", alias, *self.stored_join(alias, key))
+        self.join("attrs", alias, *self.stored_join("attr_names", alias, key))
         return stored_value(alias)
 
     def flag_value(self, name, after=()):
         alias = f"f{len(self.joins) + 1}"
-        self.join("flags", alias, *self.stored_join(alias, name.key), *after)
+        self.join("flags", alias, *self.stored_join("flag_names", alias, name.key), *after)
         return stored_value(alias)
 
     def scalar_value(self, name, after=()):
@@ -566,11 +566,12 @@ class _Compiler:
         scalar = self.scalar_value(name, after=[missing(attr), missing(flag)])
         return coalesce_values([attr, flag, scalar], self.spell)
 
-    def stored_join(self, alias, key):
+    def stored_join(self, names, alias, key):
         c = lambda name: col(name, alias)
+        name = self.param(key)
         return (
-            exp.EQ(this=c("run_key"), expression=col("key")),
-            exp.EQ(this=c("name"), expression=self.param(key)),
+            exp.EQ(this=c("run_key"), expression=self.spell.named_key(col("key"), names, name.copy())),
+            exp.EQ(this=c("name"), expression=name),
             exp.NEQ(this=c("kind"), expression=exp.Literal.string("null")),
         )
 
@@ -770,6 +771,16 @@ class SQLiteSpelling:
         return number
 
     @staticmethod
+    def named_key(key, names, name):
+        """The run key that attrs or flags rows of `name` are joined on: NULL
+        when no run has that name (the table `names` lists every name the
+        index holds). SQLite seeks a LEFT JOIN's rows before it tests the
+        rest of its ON clause, and a NULL key is no seek: a name that is a
+        flag or a scalar costs no attribute seek per run."""
+        known = exp.In(this=name, field=table_ref(names))  # SQLite: IN a table of one column
+        return exp.Case(ifs=[exp.If(this=known, true=key)])
+
+    @staticmethod
     def coalesce_present(expressions):
         """The first non-NULL of expressions that only say whether a value is
         defined (a run key, a time text...)."""
@@ -796,6 +807,7 @@ class PostgresSpelling(SQLiteSpelling):
     name = "postgres"
     dialect = RunqPostgres
 
+    named_key = staticmethod(lambda key, _names, _name: key)  # PostgreSQL plans the join as a whole
     local_time = staticmethod(pgdialect.local_time_text)
     clock_text = staticmethod(pgdialect.clock_text)
     truthy = staticmethod(pgdialect.truthy)

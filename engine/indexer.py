@@ -87,6 +87,7 @@ class Index:
     """An open index database for one Guild home."""
 
     dialect = "sqlite"  # what selections on it are compiled for
+    name_tables = {"attrs": "attr_names", "flags": "flag_names"}  # the names a selection joins on (schema.sql)
 
     def __init__(self, home, path=None, owned=None, lock_wait=None):
         """`owned`: runq chose the path (the default when no path is given),
@@ -405,6 +406,9 @@ class Index:
         for table, rows in _child_rows(records).items():
             placeholders = ", ".join("?" * len(CHILD_TABLES[table].split(",")))
             self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({CHILD_TABLES[table]}) VALUES ({placeholders})", rows)
+            if table in self.name_tables and rows:
+                names = [(name,) for name in {row[1] for row in rows}]
+                self.conn.executemany(f"INSERT OR REPLACE INTO {self.name_tables[table]} (name) VALUES (?)", names)
 
     def _unread_parts(self, run_id):
         """(scalar rows, watched, signature, scalars pending) the index holds for a run."""
@@ -787,7 +791,7 @@ def _open(path, owned, notices, lock_wait=None):
 
 def _make_usable(path, owned, notices):
     state = index_state(path, owned)  # again: another process may have built it meanwhile
-    if state == "ok":
+    if state == "ok" or state == "outdated" and _upgraded(path):
         return
     build_index_file(path)
     if state not in ("missing", "outdated"):
@@ -991,6 +995,34 @@ def _schema_state(path):
     if not {"meta", "runs"} <= tables:
         return "missing its tables"
     return "ok" if version == schema_version() else "outdated"
+
+
+# Schemas this one only adds to, by version: an index of one of them is
+# brought up to date in place (the new tables filled from its rows), not
+# rebuilt from every run directory.
+ADDITIVE_UPGRADES = {
+    "d4855c2d3c2ba808": """
+        INSERT OR IGNORE INTO attr_names (name) SELECT DISTINCT name FROM attrs;
+        INSERT OR IGNORE INTO flag_names (name) SELECT DISTINCT name FROM flags;
+    """,
+}
+
+
+def _upgraded(path):
+    """Whether the index at `path`, of an earlier schema, is now up to date."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            fill = ADDITIVE_UPGRADES.get(_schema_version(conn))
+            if fill is None:
+                return False
+            version = f"UPDATE meta SET value = '{schema_version()}' WHERE key = 'schema_version';"
+            conn.executescript(f"BEGIN IMMEDIATE;\n{schema_text()}\n{fill}\nDELETE FROM compiled;\n{version}\nCOMMIT;")
+        finally:
+            conn.close()  # unfinished, the change is rolled back
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def build_index_file(path):

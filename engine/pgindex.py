@@ -40,6 +40,8 @@ ROW_KEYS = {
     "scalars": ("run_key", "tag", "prefix"),
     "tags": ("run_key", "tag"),
     "comments": ("run_key", "seq"),
+    "attr_names": ("name",),
+    "flag_names": ("name",),
 }
 
 
@@ -247,7 +249,7 @@ class PgIndex(indexer.Index):
         """Forgets every row of this home (a rebuild): the next refresh reads every run."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            for table in (*indexer.CHILD_TABLES, "runs", "meta"):
+            for table in (*indexer.CHILD_TABLES, *self.name_tables.values(), "runs", "meta"):
                 self.conn.execute(f"DELETE FROM runq.{table} WHERE home = ?", (self.home_id,))
             self.conn.execute("COMMIT")
         except BaseException:
@@ -349,7 +351,7 @@ class PgConnection:
         keys = ROW_KEYS[table]
         updates = ", ".join(f"{quoted(c)} = EXCLUDED.{quoted(c)}" for c in columns if c not in keys)
         sql = (f"INSERT INTO runq.{table} (home, {', '.join(map(quoted, columns))}) VALUES (%s{', %s' * len(columns)})"
-               f" ON CONFLICT (home, {', '.join(map(quoted, keys))}) DO UPDATE SET {updates}")
+               f" ON CONFLICT (home, {', '.join(map(quoted, keys))}) DO {f'UPDATE SET {updates}' if updates else 'NOTHING'}")
         cursor = self.pg.cursor()
         cursor.executemany(sql, [(self.home_id, *_storable(row)) for row in rows])
         return cursor

@@ -88,31 +88,46 @@ GOLDEN = [
     (
         {"filter_expr": "flag:lr >= 0.1"},
         "r.deleted = :p2 AND f1.num >= :p3",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "lr", "p2": 0, "p3": 0.1},
     ),
     (
         {"filter_expr": "attr:label = 'x'"},
         "r.deleted = :p2 AND a1.str = :p3",
-        ["LEFT JOIN attrs AS a1 ON a1.run_key = r.key AND a1.name = :p1 AND a1.kind <> 'null'"],
+        [
+            "LEFT JOIN attrs AS a1 ON a1.run_key = CASE WHEN :p1 IN attr_names THEN r.key END"
+            " AND a1.name = :p1 AND a1.kind <> 'null'"
+        ],
         {"p1": "label", "p2": 0, "p3": "x"},
     ),
     (
         {"filter_expr": "flag:x is undefined"},
         "r.deleted = :p2 AND f1.run_key IS NULL",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "x", "p2": 0},
     ),
     (
         {"filter_expr": "flag:x != 1"},
         "r.deleted = :p2 AND NOT COALESCE(f1.num = :p3, FALSE)",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "x", "p2": 0, "p3": 1},
     ),
     (
         {"filter_expr": "flag:x < undefined"},
         "r.deleted = :p2 AND FALSE",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "x", "p2": 0},
     ),
     (
@@ -125,8 +140,10 @@ GOLDEN = [
         {"filter_expr": "loss < 1"},
         "r.deleted = :p2 AND COALESCE(a1.num, f2.num, s3.last_val) < :p3",
         [
-            "LEFT JOIN attrs AS a1 ON a1.run_key = r.key AND a1.name = :p1 AND a1.kind <> 'null'",
-            "LEFT JOIN flags AS f2 ON f2.run_key = r.key AND f2.name = :p1 AND f2.kind <> 'null' AND a1.run_key IS NULL",
+            "LEFT JOIN attrs AS a1 ON a1.run_key = CASE WHEN :p1 IN attr_names THEN r.key END"
+            " AND a1.name = :p1 AND a1.kind <> 'null'",
+            "LEFT JOIN flags AS f2 ON f2.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f2.name = :p1 AND f2.kind <> 'null' AND a1.run_key IS NULL",
             "LEFT JOIN scalars AS s3 ON s3.run_key = r.key AND s3.tag = :p1 AND s3.preferred = 1"
             " AND a1.run_key IS NULL AND f2.run_key IS NULL",
         ],
@@ -142,19 +159,28 @@ GOLDEN = [
         {"filter_expr": "flag:opt contains ADAM"},
         "r.deleted = :p2 AND CASE WHEN f1.kind = 'list' THEN RUNQ_LIST_CONTAINS(f1.json, :p3)"
         " ELSE INSTR(f1.folded, :p4) > 0 END",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "opt", "p2": 0, "p3": '"ADAM"', "p4": "adam"},
     ),
     (
         {"filter_expr": "flag:b in [1, 'x']"},
         "r.deleted = :p2 AND (f1.num = :p3 OR f1.str = :p4)",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "b", "p2": 0, "p3": 1, "p4": "x"},
     ),
     (
         {"filter_expr": "flag:b = [1, 2]"},
         "r.deleted = :p2 AND (f1.kind = 'list' AND RUNQ_LIST_COMPARE(f1.json, '=', :p3))",
-        ["LEFT JOIN flags AS f1 ON f1.run_key = r.key AND f1.name = :p1 AND f1.kind <> 'null'"],
+        [
+            "LEFT JOIN flags AS f1 ON f1.run_key = CASE WHEN :p1 IN flag_names THEN r.key END"
+            " AND f1.name = :p1 AND f1.kind <> 'null'"
+        ],
         {"p1": "b", "p2": 0, "p3": "[1, 2]"},
     ),
     ({"filter_expr": "cat"}, "r.deleted = :p1 AND TRUE", [], {"p1": 0}),

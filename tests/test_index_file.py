@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from runq.commands.app import app
 from runq.engine.home import GuildHome
-from runq.engine.indexer import APPLICATION_ID, Index, schema_version
+from runq.engine.digest import sha256
+from runq.engine.indexer import ADDITIVE_UPGRADES, APPLICATION_ID, Index, schema_text, schema_version
 from runq.engine.samplehome import HomeSpec, encode_attr, generate_home
 
 RUNQ_SCRIPT = Path(sys.executable).parent / "runq"
@@ -173,6 +174,48 @@ def test_an_index_of_an_older_schema_is_replaced_silently(tmp_path, older):
     assert len(json.loads(result.stdout)) == len(manifest.live)
     assert os.stat(db).st_ino != inode  # a new file, renamed into place
     assert not [name for name in os.listdir(db.parent) if name.endswith(".new")]
+
+
+def _schema_before_name_tables():
+    """schema.sql as it was before attr_names and flag_names."""
+    text = schema_text()
+    start = text.index("-- Every name the attrs and flags tables have held")
+    end = text.index("CREATE TABLE IF NOT EXISTS scalars")
+    return text[:start] + text[end:]
+
+
+def test_an_index_of_a_schema_this_one_only_adds_to_is_upgraded_in_place(tmp_path):
+    make_home(tmp_path)
+    assert runq("-H", str(tmp_path), "index").exit_code == 0
+    db = default_index(tmp_path)
+    older = sha256(_schema_before_name_tables().encode()).hexdigest()[:16]
+    assert older in ADDITIVE_UPGRADES
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE attr_names")
+    conn.execute("DROP TABLE flag_names")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (older,))
+    conn.close()
+    inode = os.stat(db).st_ino
+    upgraded = listed(tmp_path, "-F", "lr > 0.01 or label contains a", "--all")
+    assert os.stat(db).st_ino == inode  # the same file, not a rebuild
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (schema_version(),)
+    for table, names in (("attrs", "attr_names"), ("flags", "flag_names")):
+        stored = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {table}")}
+        assert stored and {row[0] for row in conn.execute(f"SELECT name FROM {names}")} == stored
+    conn.close()
+    rebuilt = listed(tmp_path, "-F", "lr > 0.01 or label contains a", "--all", root=("--index", str(tmp_path / "new.db")))
+    assert upgraded and upgraded == rebuilt
+
+
+def test_a_run_with_a_name_no_run_had_before_is_selected_by_it(tmp_path):
+    manifest = make_home(tmp_path)
+    assert listed(tmp_path, "-F", "attr:my_note = 'x'", "-F", "flag:my_flag = 2") == []
+    run = manifest.live[0]
+    attrs = run.run_dir(manifest.root) / ".guild" / "attrs"
+    (attrs / "my_note").write_text(encode_attr("x"))
+    (attrs / "flags").write_text(encode_attr({"my_flag": 2}))
+    assert [found["id"] for found in listed(tmp_path, "-F", "my_note = x", "-F", "my_flag = 2")] == [run.id]
 
 
 def _limit_file_size(limit):

@@ -35,6 +35,8 @@ TABLES = {  # table -> its key, to compare rows in one order
     "scalars": "run_key, tag, prefix",
     "tags": "run_key, tag",
     "comments": "run_key, seq",
+    "attr_names": "name",
+    "flag_names": "name",
 }
 
 
