@@ -24,6 +24,9 @@ class RunqGroup(TyperGroup):
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        for param in self.params:  # Typer adds them after __init__; they say "Shell  not supported."
+            if param.name in ("show_completion", "install_completion") and param.callback.__name__ != "knowing":
+                param.callback = _knowing_the_shell(param.callback)
         try:
             result = super().main(args=args, prog_name=prog_name or "runq", standalone_mode=False, **extra)
         except RunqError as e:
@@ -57,6 +60,21 @@ class RunqGroup(TyperGroup):
         except Exception as e:
             _show_traceback(_debugging(ctx.obj))
             raise unexpected_error(e) from e
+
+
+def _knowing_the_shell(callback):
+    def knowing(ctx, param, value):
+        if value is True and not ctx.resilient_parsing:  # no shell named: Typer asks shellingham
+            import shellingham
+
+            try:
+                shellingham.detect_shell()
+            except shellingham.ShellDetectionFailure:
+                raise click.UsageError(f"cannot tell which shell runs runq: use {param.opts[0]} from bash, zsh,"
+                                       " fish or PowerShell") from None
+        return callback(ctx, param, value)
+
+    return knowing
 
 
 def _error_text(error):

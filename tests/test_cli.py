@@ -621,3 +621,33 @@ def test_installed_script_exits_4_when_purge_is_not_confirmed(small_home, answer
     )
     assert "Traceback" not in done.stderr
     assert dir_names(home / "trash" / "runs") == trash
+
+
+# Run by a process no shell started (cron, a service): `runq` ends up a child
+# of a reparented orphan, whose ancestors hold no shell.
+ORPHAN = """
+import json, os, subprocess, sys, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        time.sleep(0.2)
+        done = subprocess.run(sys.argv[2:], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        with open(sys.argv[1] + ".tmp", "w") as f:
+            json.dump([done.returncode, done.stdout, done.stderr], f)
+        os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("option", ["--show-completion", "--install-completion"])
+def test_completion_where_no_shell_started_runq_is_a_one_line_error(tmp_path, option):
+    answer = tmp_path / "answer.json"
+    subprocess.run([sys.executable, "-c", ORPHAN, str(answer), str(RUNQ_SCRIPT), option], check=True, timeout=30,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    for _ in range(600):
+        if answer.exists():
+            break
+        time.sleep(0.05)
+    code, stdout, stderr = json.loads(answer.read_text())
+    assert (code, stdout) == (2, "")
+    assert stderr == f"runq: cannot tell which shell runs runq: use {option} from bash, zsh, fish or PowerShell\n"
+    assert os.listdir(tmp_path) == ["answer.json"]  # nothing installed
