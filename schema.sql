@@ -76,14 +76,18 @@ CREATE INDEX IF NOT EXISTS runs_pids ON runs (pid) WHERE pid IS NOT NULL;
 CREATE TABLE IF NOT EXISTS attrs (
     run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
     name TEXT NOT NULL,             -- the file name in .guild/attrs
-    kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: a large
-                                    -- attribute not decoded yet (read from its file when a filter names it)
+    kind TEXT NOT NULL,             -- null, bool, int, float, str, list, dict, other; raw: an attribute
+                                    -- not read yet (read from its file when a filter names it: every
+                                    -- attribute but those a run's row is made of and flags)
     num,                            -- bool (0/1), int and float values; NULL for NaN
     str TEXT,                       -- str values
     folded TEXT,                    -- str(value).lower() of a truthy non-list value: what `contains` searches
     json TEXT,                      -- list and dict values
     PRIMARY KEY (run_key, name)
 ) WITHOUT ROWID;
+
+-- The attributes not read yet, which a filter naming one reads first.
+CREATE INDEX IF NOT EXISTS attrs_raw ON attrs (name) WHERE kind = 'raw';
 
 CREATE TABLE IF NOT EXISTS flags (
     run_key INTEGER NOT NULL REFERENCES runs (key),  -- declared, not enforced (PRAGMA foreign_keys stays off)
@@ -145,16 +149,17 @@ CREATE TABLE IF NOT EXISTS compiled (
     sql TEXT NOT NULL,
     params TEXT NOT NULL,           -- JSON {name: value}
     now_params TEXT NOT NULL,       -- JSON {name: role}: parameters recomputed from the time of each use
-    lazy_attrs TEXT NOT NULL,       -- JSON list of the large attributes the selection decodes first
+    lazy_attrs TEXT NOT NULL,       -- JSON list of the raw attributes the selection decodes first
     has_run_args INTEGER NOT NULL,
     uses_scalars INTEGER NOT NULL   -- reads the scalars table (event files left unread are read first)
 );
 
 -- Views for writing your own SQL (runq sql, sqlite3, Datasette): each names
 -- runs by id, so common questions need no joins. Times are shown as local
--- time text, as Guild shows them. Large attributes (env, pip_freeze,
--- run_params, op, cmd, platform) are stored raw with NULL values until a
--- runq filter names one (e.g. -F 'cmd contains x'): `decoded` says which.
+-- time text, as Guild shows them. Attributes other than those a run's row
+-- is made of and flags (env, cmd, host, deps...) are stored raw with NULL
+-- values until a runq filter names one (e.g. -F 'cmd contains x', or a
+-- quoted name in `runq sql`): `decoded` says which.
 
 CREATE VIEW IF NOT EXISTS runs_view AS
 SELECT
@@ -181,7 +186,7 @@ SELECT
     a.name,
     a.kind,
     COALESCE(a.num, a.str, a.json) AS value,  -- NULL for null, NaN, other kinds (dates...) and raw
-    a.kind <> 'raw' AS decoded,               -- 0: a large attribute no filter has named yet
+    a.kind <> 'raw' AS decoded,               -- 0: an attribute no filter has named yet
     a.run_key
 FROM attrs AS a
 JOIN runs AS r ON r.key = a.run_key;

@@ -367,11 +367,17 @@ def plan_lines(rows):
 
 
 def _lazy_note(names):
+    """What a script needs from the index that its SQL does not say: the
+    attributes Guild writes that it names (its lazy_attrs hold every
+    unprefixed name too, most of them flags or scalars)."""
+    from ..engine.attrs import GUILD_LAZY_ATTRS
+
+    names = GUILD_LAZY_ATTRS.intersection(names)
     if not names:
         return []
     return [
-        f"Large attributes ({', '.join(sorted(names))}) are decoded into the index the first",
-        "time a runq command selects on them: run one before running this script elsewhere.",
+        f"Attributes this selection names ({', '.join(sorted(names))}) stay undecoded in the index until",
+        "a runq command first selects on them: run one before running this script elsewhere.",
     ]
 
 

@@ -3,6 +3,7 @@ scripts `runq runs ... --sql` prints."""
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .session import open_index
-from ..engine.attrs import LAZY_ATTRS
+from ..engine.attrs import is_lazy
 from ..engine.errors import QueryError
 
 WIDTH_SAMPLE_ROWS = 1000  # the table's column widths come from the first rows; later ones may overflow
@@ -51,7 +52,7 @@ def sql(
 
     bound = {**script_params(text), **option_params(params or ())}
     index = open_index(ctx.obj)
-    index.decode_lazy({value for value in bound.values() if value in LAZY_ATTRS})  # as a selection would
+    index.decode_lazy(_named_attrs(text, bound))
     index.read_pending_scalars()  # any query may read scalars
     from ..engine.pgindex import read_only_query  # out of start-up, as every command imports this module
 
@@ -78,6 +79,14 @@ def query_text(argument):
     if argument.lower().endswith(".sql"):
         raise QueryError(f"no such file: {argument}", hint="give SQL text, a file, or - for standard input")
     return argument
+
+
+def _named_attrs(text, bound):
+    """The names a query may mean as attributes, which runq decodes first (as
+    a selection naming one would): its string literals and bound values.
+    Decoding a name no run has as a raw attribute costs one index lookup."""
+    quoted = (literal.replace("''", "'") for literal in re.findall(r"'((?:[^']|'')*)'", text))
+    return {value for value in (*quoted, *bound.values()) if isinstance(value, str) and is_lazy(value)}
 
 
 def _not_empty(text, source):

@@ -38,7 +38,7 @@ def run_compiled(index, compiled, limit=None):
 
 
 def _prepare(index, compiled):
-    """What the index must read before the query runs: large attributes it
+    """What the index must read before the query runs: raw attributes it
     names, and event files a first build left unread when it reads scalars."""
     index.decode_lazy(compiled.lazy_attrs)
     if compiled.uses_scalars:

@@ -18,9 +18,28 @@ import re
 
 from .errors import RunqError
 
-# Large attributes that runq keeps as raw text and decodes only when a
-# filter names them.
-LAZY_ATTRS = frozenset({"env", "pip_freeze", "run_params", "op", "cmd", "platform"})
+# The attributes a run's row is made of (times, status, label, mark,
+# source code digest, tags, comments) and `flags`, which filters name most:
+# read with the run. Any other attribute (env, pip_freeze, cmd, host, deps,
+# ...) is stored raw and read only when a filter first names it: most of a
+# run's attribute files, whose reading was most of a first index's time.
+EAGER_ATTRS = frozenset({
+    "initialized", "started", "stopped", "exit_status", "label", "marked", "sourcecode_digest",
+    "flags", "tags", "comments",
+})
+
+
+# The others Guild writes: a filter naming one surely names an attribute
+# that starts raw (an unprefixed name is more often a flag or a scalar).
+GUILD_LAZY_ATTRS = frozenset({
+    "cmd", "deps", "env", "host", "id", "op", "pip_freeze", "platform", "plugins", "random_seed", "run_params",
+    "user", "user_flags", "vcs_commit",
+})
+
+
+def is_lazy(name):
+    """Whether runq reads the attribute `name` only when a filter names it."""
+    return name not in EAGER_ATTRS
 
 
 class AttrDecodeError(RunqError):

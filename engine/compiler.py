@@ -31,7 +31,7 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.dialects.sqlite import SQLite
 
 from . import pgdialect, tree
-from .attrs import LAZY_ATTRS
+from .attrs import is_lazy
 from .errors import SelectionError
 from .opspec import split_opspec
 from .values import stored_number
@@ -521,7 +521,7 @@ class _Compiler:
         key = name.key if key is None else key
         if key in COMPUTED_ATTRS:
             return computed_value(lambda: COMPUTED_ATTRS[key](self))
-        if key in LAZY_ATTRS:
+        if is_lazy(key):
             self.lazy_attrs.add(key)
         alias = f"a{len(self.joins) + 1}"
         self.join("attrs", alias, *self.stored_join("attr_names", alias, key))

@@ -4,7 +4,7 @@
 comments, tags, the opref as Guild writes it). Those come, when a run is
 printed, from the index where it holds a value exactly, else from the
 run's own files as Guild's `Run.get` reads them: only the shown runs pay
-for it, and large attributes stay undecoded in the index.
+for it, and raw attributes stay undecoded in the index.
 """
 
 import json

@@ -163,7 +163,7 @@ def select_runs(conn, compiled, home_dir=None, limit=None):
 
     `conn` is an SQLite connection, or a psycopg one whose search_path shows
     one home (pgschema) for a query compiled with dialect="postgres".
-    Large attributes it names must have been decoded (Index.decode_lazy).
+    Raw attributes it names must have been decoded (Index.decode_lazy).
     The index holds run directories relative to the home: given the home's
     path, the runs carry whole paths. With `limit`, only the first `limit`
     runs are read (a selection without RUN arguments): SQLite stops there."""

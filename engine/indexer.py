@@ -369,7 +369,8 @@ class Index:
         return len(to_read)
 
     def decode_lazy(self, names):
-        """Reads and decodes the large attributes a filter names, once."""
+        """Reads and decodes the raw attributes a filter names, once (attrs_raw
+        finds them: a name without raw rows costs one lookup)."""
         for name in sorted(names):
             rows = self.conn.execute(
                 "SELECT a.run_key, ? || r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
@@ -1000,11 +1001,13 @@ def _schema_state(path):
 # Schemas this one only adds to, by version: an index of one of them is
 # brought up to date in place (the new tables filled from its rows), not
 # rebuilt from every run directory.
+_FILL_NAMES = """
+    INSERT OR IGNORE INTO attr_names (name) SELECT DISTINCT name FROM attrs;
+    INSERT OR IGNORE INTO flag_names (name) SELECT DISTINCT name FROM flags;
+"""
 ADDITIVE_UPGRADES = {
-    "d4855c2d3c2ba808": """
-        INSERT OR IGNORE INTO attr_names (name) SELECT DISTINCT name FROM attrs;
-        INSERT OR IGNORE INTO flag_names (name) SELECT DISTINCT name FROM flags;
-    """,
+    "d4855c2d3c2ba808": _FILL_NAMES,  # before attr_names, flag_names and attrs_raw
+    "9884974cdd6b4a15": "",  # before attrs_raw
 }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from stat import S_ISDIR
 from typing import Dict, List
 
-from .attrs import LAZY_ATTRS, decode_attr
+from .attrs import decode_attr, is_lazy
 from .files import ATTR_MAX_BYTES, MARKER_MAX_BYTES, OPREF_MAX_BYTES, error_text, read_regular
 from .opspec import split_opspec
 from .values import storable_text, stored_number, stored_value
@@ -118,7 +118,7 @@ def read_attrs(attrs_dir, problems):
         if not _is_text(name):  # no filter can name it, and SQLite cannot store it
             problems.append(f"attribute name {storable_text(name)} is not UTF-8")
             continue
-        if name in LAZY_ATTRS:  # read and decoded only when a filter names it
+        if is_lazy(name):  # read and decoded only when a filter names it
             rows.append((name, "raw", None, None, None, None))
             continue
         text = _read_text(os.path.join(attrs_dir, name), problems)

@@ -4,13 +4,13 @@ way Python does.
 Each value becomes one row of columns:
 
     kind    null | bool | int | float | str | list | dict | other | raw
-            (other: YAML dates and the like, which equal no filter literal)
+            (other: YAML dates and the like, which equal no filter literal;
+            raw: an attribute not read yet, see attrs.is_lazy, its values NULL)
     num     the number for bool (0/1), int and float; NULL otherwise and for NaN
     str     the text for str values
     folded  str(value).lower() when the value is truthy and not a list: what
             `contains` searches (NULL means `contains` is false)
     json    lists and dicts, as JSON (NaN and infinities as Python's json writes them)
-    raw     the undecoded file text of a large attribute not decoded yet (kind raw)
 
 With numbers in one column and strings in another, `=`, `<` and friends in
 SQL only ever compare like with like, which is Python's rule: a comparison

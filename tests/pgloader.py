@@ -6,7 +6,6 @@ on the same rows, whoever fills the PostgreSQL index in the product."""
 import sqlite3
 
 from runq.engine import api, pgschema
-from runq.engine.attrs import LAZY_ATTRS
 
 # The SQLite index's own state (its home's path and device, refresh times):
 # nothing a selection reads.
@@ -14,10 +13,11 @@ SQLITE_BOOKKEEPING = {"meta"}
 
 
 def decoded_sqlite_index(home):
-    """The path of the home's SQLite index, refreshed, with every large
-    attribute decoded (as any filter naming one would leave it)."""
+    """The path of the home's SQLite index, refreshed, with every raw
+    attribute decoded (as filters naming them would leave it)."""
     with api.open(home) as index:
-        index.index.decode_lazy(LAZY_ATTRS)
+        raw = index.index.conn.execute("SELECT DISTINCT name FROM attrs WHERE kind = 'raw'").fetchall()
+        index.index.decode_lazy({name for name, in raw})
         return index.path
 
 

@@ -27,11 +27,11 @@ from guildenv import guild_python  # noqa: E402
 
 from runq.engine.attrs import (  # noqa: E402
     GUILD_LOADER,
-    LAZY_ATTRS,
     UNSURE,
     AttrDecodeError,
     decode_attr,
     fast_decode,
+    is_lazy,
     load_yaml,
 )
 from runq.engine.errors import RunqError  # noqa: E402
@@ -206,8 +206,12 @@ def test_malformed_yaml_is_a_runq_error_that_says_what():
         decode_attr("._\n")
 
 
-def test_lazy_attrs_are_the_large_ones():
-    assert LAZY_ATTRS == {"env", "pip_freeze", "run_params", "op", "cmd", "platform"}
+def test_attributes_a_run_row_needs_are_read_with_it_and_the_others_when_named():
+    for name in ("started", "stopped", "initialized", "exit_status", "label", "marked", "sourcecode_digest",
+                 "flags", "tags", "comments"):
+        assert not is_lazy(name)
+    for name in ("env", "pip_freeze", "run_params", "op", "cmd", "platform", "host", "user", "deps", "id", "mine"):
+        assert is_lazy(name)
 
 
 # --- Typical Guild attributes -------------------------------------------------

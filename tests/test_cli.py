@@ -301,11 +301,11 @@ def test_sql_script_shows_each_parameter_as_a_literal():
 
 
 def test_sql_script_on_large_attributes_says_when_it_works(tmp_path):
-    """Large attributes are decoded the first time a command selects on them;
+    """Attributes are decoded the first time a command selects on them;
     the script says so, and works once that happened."""
     make_home(tmp_path, runs=30, seed=4)
     shown = runq(tmp_path, "runs", "list", "--sql", "-F", "cmd contains train")
-    assert shown.stdout.startswith("-- Large attributes (cmd) are decoded")
+    assert shown.stdout.startswith("-- Attributes this selection names (cmd) stay undecoded")
     expected = listed_ids(tmp_path, "-F", "cmd contains train")
     from_script = run_sql_script(tmp_path / "cache" / "runq" / "index.db", shown.stdout)
     assert from_script == expected

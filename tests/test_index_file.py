@@ -176,30 +176,36 @@ def test_an_index_of_an_older_schema_is_replaced_silently(tmp_path, older):
     assert not [name for name in os.listdir(db.parent) if name.endswith(".new")]
 
 
-def _schema_before_name_tables():
-    """schema.sql as it was before attr_names and flag_names."""
-    text = schema_text()
-    start = text.index("-- Every name the attrs and flags tables have held")
-    end = text.index("CREATE TABLE IF NOT EXISTS scalars")
-    return text[:start] + text[end:]
+OLDER_SCHEMAS = sorted((Path(__file__).parent / "schemas").glob("*.sql"))  # schema.sql of earlier runq versions
 
 
-def test_an_index_of_a_schema_this_one_only_adds_to_is_upgraded_in_place(tmp_path):
+def _objects(conn):
+    return set(conn.execute("SELECT type, name, sql FROM sqlite_master"))
+
+
+@pytest.mark.parametrize("older", OLDER_SCHEMAS, ids=[path.stem for path in OLDER_SCHEMAS])
+def test_an_index_of_a_schema_this_one_only_adds_to_is_upgraded_in_place(tmp_path, older):
+    version = older.stem
+    assert sha256(older.read_bytes()).hexdigest()[:16] == version and version in ADDITIVE_UPGRADES
     make_home(tmp_path)
     assert runq("-H", str(tmp_path), "index").exit_code == 0
     db = default_index(tmp_path)
-    older = sha256(_schema_before_name_tables().encode()).hexdigest()[:16]
-    assert older in ADDITIVE_UPGRADES
     conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("DROP TABLE attr_names")
-    conn.execute("DROP TABLE flag_names")
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (older,))
+    current = _objects(conn)
+    old = sqlite3.connect(":memory:")
+    old.executescript(older.read_text())
+    added = {(kind, name) for kind, name, _ in current} - {(kind, name) for kind, name, _ in _objects(old)}
+    assert added and {kind for kind, _ in added} <= {"table", "index"}
+    for kind, name in sorted(added, key=lambda each: each[0] == "table"):  # indexes first
+        conn.execute(f"DROP {kind.upper()} {name}")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
     conn.close()
     inode = os.stat(db).st_ino
     upgraded = listed(tmp_path, "-F", "lr > 0.01 or label contains a", "--all")
     assert os.stat(db).st_ino == inode  # the same file, not a rebuild
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (schema_version(),)
+    assert _objects(conn) == current  # every object as a new index has it
     for table, names in (("attrs", "attr_names"), ("flags", "flag_names")):
         stored = {row[0] for row in conn.execute(f"SELECT DISTINCT name FROM {table}")}
         assert stored and {row[0] for row in conn.execute(f"SELECT name FROM {names}")} == stored

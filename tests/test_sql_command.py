@@ -487,17 +487,19 @@ def test_run_flags(home):
         assert got == {str(name): _stored(value) for name, value in record.flags.items()}
 
 
-def test_run_attrs_say_which_large_attributes_are_not_decoded(home):
+def test_run_attrs_say_which_attributes_are_not_decoded_and_a_quoted_name_decodes_one(home):
     root, manifest = home
     rows = view_rows(root, "run_attrs")
     assert set(rows) == {r.id for r in manifest.runs}
     for record in manifest.runs:
         by_name = {row["name"]: row for row in rows[record.id]}
-        assert by_name["id"]["value"] == record.id and by_name["id"]["decoded"] == 1
         if record.label is not None:
-            assert by_name["label"]["value"] == record.label
-        if "cmd" in by_name:
-            assert (by_name["cmd"]["kind"], by_name["cmd"]["value"], by_name["cmd"]["decoded"]) == ("raw", None, 0)
+            assert (by_name["label"]["value"], by_name["label"]["decoded"]) == (record.label, 1)
+        for name in ("cmd", "host"):
+            if name in by_name:
+                assert (by_name[name]["kind"], by_name[name]["value"], by_name[name]["decoded"]) == ("raw", None, 0)
+    named = json_rows(sql(root, "--json", "SELECT run_id, value, decoded FROM run_attrs WHERE name = 'id'"))
+    assert {row["run_id"]: (row["value"], row["decoded"]) for row in named} == {r.id: (r.id, 1) for r in manifest.runs}
 
 
 def test_run_scalars(home):
