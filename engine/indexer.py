@@ -36,8 +36,9 @@ CHILD_TABLES = {
 }
 PARALLEL_MIN_RUNS = 200
 # A refresh of an empty index reading at least this many runs is a large
-# first build: it finds the runs' event files but leaves reading them to the
-# first command whose selection uses scalars (Index.read_pending_scalars),
+# first build: it leaves reading the runs' event files (and, for finished
+# runs, searching their directories for them) to the first command whose
+# selection uses scalars (Index.read_pending_scalars),
 # as Guild's own scalar cache waits for a filter that needs it (most
 # commands never do), and it writes with bulk-load settings (_bulk_load).
 LARGE_BUILD_RUNS = 1000
@@ -355,16 +356,17 @@ class Index:
 
     def _read_pending_scalars(self, workers):
         to_read = self.conn.execute(  # again, in the transaction: another process may have read them
-            "SELECT ? || dir, key, scalars_pending, problems FROM runs WHERE scalars_pending IS NOT NULL ORDER BY key",
+            "SELECT ? || dir, key, scalars_pending, problems, watched, signature FROM runs"
+            " WHERE scalars_pending IS NOT NULL ORDER BY key",
             (self.dir_prefix,),
         ).fetchall()
         columns = CHILD_TABLES["scalars"]
         insert = f"INSERT OR IGNORE INTO scalars ({columns}) VALUES ({', '.join('?' * len(columns.split(',')))})"
         for rows in _read_in_parallel(to_read, _read_pending_chunk, workers):
-            self.conn.executemany(insert, [(key, *row) for key, row_list, _ in rows for row in row_list])
+            self.conn.executemany(insert, [(key, *row) for key, row_list, *_ in rows for row in row_list])
             self.conn.executemany(
-                "UPDATE runs SET scalars_pending = NULL, problems = ? WHERE key = ?",
-                [(problems, key) for key, _, problems in rows],
+                "UPDATE runs SET scalars_pending = NULL, problems = ?, watched = ?, signature = ? WHERE key = ?",
+                [(problems, watched, signature, key) for key, _, problems, watched, signature in rows],
             )
         return len(to_read)
 
@@ -664,18 +666,27 @@ def _read_chunk_listing_events(items):
 
 
 def _read_pending_chunk(items):
-    """(key, scalar rows, problems) of runs whose event files were left unread."""
-    return [(key, *_pending_scalars(path, pending, problems)) for path, key, pending, problems in items]
+    """(key, scalar rows, problems, watched, signature) of runs whose event files were left unread."""
+    return [(item[1], *_pending_scalars(*item)) for item in items]
 
 
-def _pending_scalars(path, pending, problems):
-    """(scalar rows, problems text) of a run's pending event files, its problems joined by theirs."""
+def _pending_scalars(path, _key, pending, problems, watched, signature):
+    """(scalar rows, problems text, watched, signature) of a run's pending
+    event files: its problems joined by theirs; the event files its
+    directories hold now, when they were searched now, watched too."""
+    read_since = time.time_ns()
     try:
-        rows, found = rundir.read_pending_scalars(path, pending)
+        rows, found, event_paths = rundir.read_pending_scalars(path, pending)
     except Exception as e:  # as a run that cannot be read: never fatal
-        rows, found = [], [f"cannot read the event files: {e}"]
+        rows, found, event_paths = [], [f"cannot read the event files: {e}"], None
+    if event_paths:
+        # The signature covers the files read with the run; if one changed
+        # since, the next refresh reads the whole run again (NULL).
+        unchanged = rundir.signature(path, watched) == signature
+        watched = "\n".join([watched, *event_paths]) if watched else "\n".join(event_paths)
+        signature = rundir.signature(path, watched, read_since) if unchanged else None
     joined = storable_text("; ".join(dict.fromkeys(found)))
-    return rows, "; ".join(part for part in (problems, joined) if part) or None
+    return rows, "; ".join(part for part in (problems, joined) if part) or None, watched, signature
 
 
 def _read_chunk(items, events=True):

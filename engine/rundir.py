@@ -26,9 +26,14 @@ RUN_FIELDS = (
     "exit_status status pid remote label marked sourcecode_digest comments_text "
     "listing watched signature problems scalars_pending"
 ).split()
-# read_run's `events` that finds the event files (watched, for the
-# signature) and leaves reading them to Index.read_pending_scalars.
+# read_run's `events` that leaves reading event files to
+# Index.read_pending_scalars. A run still in progress has its event files
+# found now (they and their directories are watched: new ones come); a
+# finished one has its directories searched then too (UNSEARCHED).
 LIST_EVENTS = "list"
+# scalars_pending of a run whose directories are not searched yet (no event
+# file is named `*`: each has .tfevents. in its name).
+UNSEARCHED = "*"
 
 
 @dataclass
@@ -56,9 +61,9 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
     Without `events`, event files are not read: the record's scalars,
     watched files and signature are None, for the indexer to keep the ones
     of the run's last whole read (the signature still tells a refresh
-    whether anything changed since). With LIST_EVENTS they are found and
-    watched but not read: no scalars, and their paths in scalars_pending
-    (see read_pending_scalars)."""
+    whether anything changed since). With LIST_EVENTS they are not read:
+    no scalars, and scalars_pending holds their paths (found and watched),
+    or UNSEARCHED for a finished run (see read_pending_scalars)."""
     guild_dir = os.path.join(disk_path(run_dir), ".guild")
     read_since = time.time_ns()
     opref_path = os.path.join(guild_dir, "opref")
@@ -90,9 +95,12 @@ def read_run(run_dir, run_id, deleted, listing=None, events=True):
 
 
 def _read_events(run_dir, events, run, problems):
-    """(scalar rows, event file paths); with LIST_EVENTS no rows, and the paths pending in `run`."""
+    """(scalar rows, event file paths); with LIST_EVENTS no rows, and what is pending in `run`."""
     if events is not LIST_EVENTS:
         return read_scalars(run_dir, problems)
+    if is_finished(run):  # searched, read and watched when scalars are first read
+        run["scalars_pending"] = UNSEARCHED
+        return [], []
     event_paths = list_event_files(run_dir, problems)
     run["scalars_pending"] = "\n".join(event_paths) or None
     return [], event_paths
@@ -392,14 +400,20 @@ def _event_path(prefix, path):
 
 
 def read_pending_scalars(run_dir, pending):
-    """(scalar rows, problems) of the event files a LIST_EVENTS read found
-    (`pending`: their paths as it stored them), read as read_scalars reads them."""
+    """(scalar rows, problems, event file paths found now) of what a
+    LIST_EVENTS read left pending: the event files it found (their paths as
+    it stored them; no paths found now: None), or UNSEARCHED, read as
+    read_scalars reads them."""
+    if pending == UNSEARCHED:
+        problems = []
+        rows, event_paths = read_scalars(disk_path(run_dir), problems)
+        return rows, problems, event_paths
     summaries, problems, aborted = {}, [], None
     for rel in pending.split("\n"):
         prefix = rel.rpartition("/")[0]
         if prefix != aborted and _add_event_file(summaries, prefix, f"{disk_path(run_dir)}/{rel}", rel, problems):
             aborted = prefix  # the files after it in its directory are not read
-    return _summary_rows(summaries), problems
+    return _summary_rows(summaries), problems, None
 
 
 def _add_event_file(summaries, prefix, path, rel, problems):

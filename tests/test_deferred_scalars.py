@@ -58,8 +58,8 @@ def test_pending_scalars_read_later_are_those_read_at_once(home, tmp_path, defer
     assert deferred.read_pending_scalars(workers) > 0
     assert scalars_by_run(deferred) == scalars_by_run(whole)
     assert pending_runs(tmp_path / "deferred.db") == 0
-    problems = "SELECT id, problems FROM runs ORDER BY id"
-    assert deferred.conn.execute(problems).fetchall() == whole.conn.execute(problems).fetchall()
+    kept = "SELECT id, problems, watched, signature FROM runs ORDER BY id"  # event files now watched too
+    assert deferred.conn.execute(kept).fetchall() == whole.conn.execute(kept).fetchall()
     assert deferred.read_pending_scalars() == 0
 
 
@@ -117,30 +117,65 @@ def test_sql_reads_pending_scalars_first(home, tmp_path, deferring):
     assert got.stdout == expected.stdout
 
 
-def test_a_run_changed_before_its_scalars_are_read_is_read_whole(tmp_path, deferring):
+def _scalar(index, run_id, tag):
+    return index.conn.execute(
+        "SELECT s.last_val FROM scalars AS s JOIN runs AS r ON r.key = s.run_key WHERE r.id = ? AND s.tag = ?",
+        (run_id, tag),
+    ).fetchall()
+
+
+def _unsearched_run_with_events(index, root):
+    """(id, an event file) of a finished live run whose directories a large build left unsearched."""
+    for run_id, pending in index.conn.execute("SELECT id, scalars_pending FROM runs WHERE deleted = 0 ORDER BY id"):
+        found = rundir.list_event_files(str(root / "runs" / run_id), [])
+        if pending == rundir.UNSEARCHED and found:
+            return run_id, root / "runs" / run_id / found[0]
+    raise AssertionError("no such run")
+
+
+def test_event_files_of_a_run_still_in_progress_are_found_and_watched_at_once(home, tmp_path, deferring):
+    index = build(home, tmp_path / "index.db")
+    rows = index.conn.execute("SELECT status, pid, scalars_pending, watched FROM runs").fetchall()
+    unfinished = [row for row in rows if row[0] not in rundir.FINISHED or row[1] is not None]
+    assert unfinished and all(row[2] != rundir.UNSEARCHED for row in unfinished)
+    for _status, _pid, pending, watched in unfinished:
+        assert set((pending or "").split("\n")) - {""} <= set(watched.split("\n"))
+    finished = [row for row in rows if row not in unfinished]
+    assert finished and all(row[2] == rundir.UNSEARCHED for row in finished)
+
+
+def test_a_finished_run_s_event_files_are_read_as_they_are_when_scalars_are_first_read(tmp_path, deferring):
     root = tmp_path / "home"
     make_home(root, runs=12, seed=3)
     settle()
     index = build(root, tmp_path / "index.db")
-    run_id, rel = next(
-        (run_id, pending.split("\n")[0])
-        for run_id, pending in index.conn.execute("SELECT id, scalars_pending FROM runs WHERE deleted = 0")
-        if pending
-    )
+    run_id, event_file = _unsearched_run_with_events(index, root)
     from runq.engine import tfevents
 
-    event_file = root / "runs" / run_id / rel
     tfevents.append_events(event_file, [("fresh_tag", 123.0, 10**6)])
     settle()
-    report = index.refresh()
-    assert report.updated == 1
-    row = index.conn.execute("SELECT scalars_pending FROM runs WHERE id = ?", (run_id,)).fetchone()
-    assert row == (None,)  # read whole: not a first build any more
-    found = index.conn.execute(
-        "SELECT s.last_val FROM scalars AS s JOIN runs AS r ON r.key = s.run_key WHERE r.id = ? AND s.tag = ?",
-        (run_id, "fresh_tag"),
-    ).fetchall()
-    assert found == [(123.0,)]
+    assert index.refresh().updated == 0  # not watched before it is searched: nothing was read from it
+    index.read_pending_scalars()
+    assert _scalar(index, run_id, "fresh_tag") == [(123.0,)]
+    tfevents.append_events(event_file, [("fresh_tag", 456.0, 10**6 + 1)])  # watched now
+    settle()
+    assert index.refresh().updated == 1
+    assert _scalar(index, run_id, "fresh_tag") == [(456.0,)]
+
+
+def test_a_run_changed_before_its_scalars_are_read_is_read_whole_by_the_next_refresh(tmp_path, deferring):
+    root = tmp_path / "home"
+    make_home(root, runs=12, seed=3)
+    settle()
+    index = build(root, tmp_path / "index.db")
+    run_id, _ = _unsearched_run_with_events(index, root)
+    (root / "runs" / run_id / ".guild" / "attrs" / "label").write_text("changed meanwhile\n")
+    settle()
+    index.read_pending_scalars()  # no refresh between: the run's signature no longer holds
+    assert index.conn.execute("SELECT signature FROM runs WHERE id = ?", (run_id,)).fetchone() == (None,)
+    assert index.refresh().updated == 1
+    assert index.conn.execute("SELECT label, signature IS NOT NULL FROM runs WHERE id = ?", (run_id,)).fetchone() == (
+        "changed meanwhile", 1)
 
 
 def test_listing_events_finds_the_files_a_whole_read_reads(home):
@@ -149,7 +184,7 @@ def test_listing_events_finds_the_files_a_whole_read_reads(home):
         listed = rundir.read_run(str(run_dir), run_dir.name, False, events=rundir.LIST_EVENTS)
         assert listed.scalars == []
         if whole.scalars:
-            rows, _ = rundir.read_pending_scalars(str(run_dir), listed.run["scalars_pending"])
+            rows, _, _ = rundir.read_pending_scalars(str(run_dir), listed.run["scalars_pending"])
             assert repr(rows) == repr(whole.scalars)  # NaNs compare by repr
 
 
