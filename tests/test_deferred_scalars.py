@@ -124,6 +124,15 @@ def _scalar(index, run_id, tag):
     ).fetchall()
 
 
+def _small_home_built(tmp_path):
+    """(home, its index after a large first build, a run left unsearched, one of its event files)."""
+    root = tmp_path / "home"
+    make_home(root, runs=12, seed=3)
+    settle()
+    index = build(root, tmp_path / "index.db")
+    return (root, index, *_unsearched_run_with_events(index, root))
+
+
 def _unsearched_run_with_events(index, root):
     """(id, an event file) of a finished live run whose directories a large build left unsearched."""
     for run_id, pending in index.conn.execute("SELECT id, scalars_pending FROM runs WHERE deleted = 0 ORDER BY id"):
@@ -145,11 +154,7 @@ def test_event_files_of_a_run_still_in_progress_are_found_and_watched_at_once(ho
 
 
 def test_a_finished_run_s_event_files_are_read_as_they_are_when_scalars_are_first_read(tmp_path, deferring):
-    root = tmp_path / "home"
-    make_home(root, runs=12, seed=3)
-    settle()
-    index = build(root, tmp_path / "index.db")
-    run_id, event_file = _unsearched_run_with_events(index, root)
+    _, index, run_id, event_file = _small_home_built(tmp_path)
     from runq.engine import tfevents
 
     tfevents.append_events(event_file, [("fresh_tag", 123.0, 10**6)])
@@ -164,11 +169,7 @@ def test_a_finished_run_s_event_files_are_read_as_they_are_when_scalars_are_firs
 
 
 def test_a_run_changed_before_its_scalars_are_read_is_read_whole_by_the_next_refresh(tmp_path, deferring):
-    root = tmp_path / "home"
-    make_home(root, runs=12, seed=3)
-    settle()
-    index = build(root, tmp_path / "index.db")
-    run_id, _ = _unsearched_run_with_events(index, root)
+    root, index, run_id, _ = _small_home_built(tmp_path)
     (root / "runs" / run_id / ".guild" / "attrs" / "label").write_text("changed meanwhile\n")
     settle()
     index.read_pending_scalars()  # no refresh between: the run's signature no longer holds
