@@ -370,23 +370,30 @@ class Index:
             )
         return len(to_read)
 
-    def decode_lazy(self, names):
+    def decode_lazy(self, names, workers=None):
         """Reads and decodes the raw attributes a filter names, once (attrs_raw
-        finds them: a name without raw rows costs one lookup)."""
+        finds them: a name without raw rows costs one lookup), by forked
+        readers when there are many, in one transaction a name."""
         for name in sorted(names):
             rows = self.conn.execute(
-                "SELECT a.run_key, ? || r.dir FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
+                "SELECT ? || r.dir, a.run_key, a.name FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
                 " WHERE a.name = ? AND a.kind = 'raw'",
                 (self.dir_prefix, name),
             ).fetchall()
             if not rows:
                 continue
-            decoded = [(*rundir.read_attr_value(path, name), key, name) for key, path in rows]
-            with self.conn:
-                self.conn.executemany(
-                    "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_key = ? AND name = ?",
-                    decoded,
-                )
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                for decoded in _read_in_parallel(rows, _decode_chunk, workers):
+                    self.conn.executemany(
+                        "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_key = ? AND name = ?",
+                        decoded,
+                    )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
 
     # Writing rows
 
@@ -663,6 +670,11 @@ def _read_chunk_without_events(items):
 
 def _read_chunk_listing_events(items):
     return _read_chunk(items, events=rundir.LIST_EVENTS)
+
+
+def _decode_chunk(items):
+    """(value columns..., key, name) of raw attributes: UPDATE attrs parameters."""
+    return [(*rundir.read_attr_value(path, name), key, name) for path, key, name in items]
 
 
 def _read_pending_chunk(items):

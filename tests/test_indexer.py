@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from runq.engine import rundir
+from runq.engine import indexer, rundir
 from runq.engine.home import GuildHome
 from runq.engine.indexer import Index
 from runq.engine.samplehome import HomeSpec, generate_home, mutate_home
@@ -125,6 +125,26 @@ def test_large_attributes_stay_raw_until_named(built):
     _, index, _ = built
     kinds = {r[0] for r in rows(index, "SELECT kind FROM attrs WHERE name = 'pip_freeze'")}
     assert kinds == {"raw"}
+
+
+@pytest.mark.parametrize("name", ["host", "cmd", "user_flags"])
+def test_raw_attributes_read_by_forked_readers_are_those_read_here(fresh, tmp_path, monkeypatch, name):
+    manifest, index = fresh
+    other = Index(GuildHome(manifest.root), tmp_path / "other.db", owned=False)
+    other.refresh()
+    raw = "SELECT run_key FROM attrs WHERE name = ? AND kind = 'raw' ORDER BY run_key"
+    assert rows(index, raw, name) and rows(other, raw, name) == rows(index, raw, name)
+    index.decode_lazy({name}, workers=1)
+    monkeypatch.setattr(indexer, "PARALLEL_MIN_RUNS", 1)
+    monkeypatch.setattr(indexer, "CHUNK_RUNS", 5)
+    pools, real_pool = [], indexer._ReaderPool
+    monkeypatch.setattr(indexer, "_ReaderPool", lambda *args: pools.append(args) or real_pool(*args))
+    other.decode_lazy({name}, workers=2)
+    assert pools  # read by forked readers
+    assert rows(index, raw, name) == [] and rows(other, raw, name) == []
+    decoded = "SELECT * FROM attrs WHERE name = ? ORDER BY run_key"
+    assert rows(other, decoded, name) == rows(index, decoded, name)
+    other.close()
 
 
 def test_wal_mode(built):
