@@ -374,16 +374,14 @@ class Index:
         """Reads and decodes the raw attributes a filter names, once (attrs_raw
         finds them: a name without raw rows costs one lookup), by forked
         readers when there are many, in one transaction a name."""
+        raw = ("SELECT ? || r.dir, a.run_key, a.name FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
+               " WHERE a.name = ? AND a.kind = 'raw'")
         for name in sorted(names):
-            rows = self.conn.execute(
-                "SELECT ? || r.dir, a.run_key, a.name FROM attrs AS a JOIN runs AS r ON r.key = a.run_key"
-                " WHERE a.name = ? AND a.kind = 'raw'",
-                (self.dir_prefix, name),
-            ).fetchall()
-            if not rows:
-                continue
+            if not self.conn.execute(f"{raw} LIMIT 1", (self.dir_prefix, name)).fetchone():
+                continue  # no write lock taken for a name with nothing to decode
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                rows = self.conn.execute(raw, (self.dir_prefix, name)).fetchall()  # again, in the transaction
                 for decoded in _read_in_parallel(rows, _decode_chunk, workers):
                     self.conn.executemany(
                         "UPDATE attrs SET kind = ?, num = ?, str = ?, folded = ?, json = ? WHERE run_key = ? AND name = ?",
@@ -679,10 +677,10 @@ def _decode_chunk(items):
 
 def _read_pending_chunk(items):
     """(key, scalar rows, problems, watched, signature) of runs whose event files were left unread."""
-    return [(item[1], *_pending_scalars(*item)) for item in items]
+    return [(key, *_pending_scalars(path, pending, *rest)) for path, key, pending, *rest in items]
 
 
-def _pending_scalars(path, _key, pending, problems, watched, signature):
+def _pending_scalars(path, pending, problems, watched, signature):
     """(scalar rows, problems text, watched, signature) of a run's pending
     event files: its problems joined by theirs; the event files its
     directories hold now, when they were searched now, watched too."""
@@ -695,7 +693,7 @@ def _pending_scalars(path, _key, pending, problems, watched, signature):
         # The signature covers the files read with the run; if one changed
         # since, the next refresh reads the whole run again (NULL).
         unchanged = rundir.signature(path, watched) == signature
-        watched = "\n".join([watched, *event_paths]) if watched else "\n".join(event_paths)
+        watched = "\n".join(filter(None, [watched, *event_paths]))
         signature = rundir.signature(path, watched, read_since) if unchanged else None
     joined = storable_text("; ".join(dict.fromkeys(found)))
     return rows, "; ".join(part for part in (problems, joined) if part) or None, watched, signature

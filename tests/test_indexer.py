@@ -4,6 +4,7 @@ written, and refreshes re-read exactly what changed."""
 import math
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -145,6 +146,25 @@ def test_raw_attributes_read_by_forked_readers_are_those_read_here(fresh, tmp_pa
     decoded = "SELECT * FROM attrs WHERE name = ? ORDER BY run_key"
     assert rows(other, decoded, name) == rows(index, decoded, name)
     other.close()
+
+
+def test_raw_attributes_decoded_by_another_process_meanwhile_are_left_as_it_wrote_them(fresh, monkeypatch):
+    """Between finding raw rows and taking the write lock, another process
+    may decode them (or read their runs again): the rows are found again
+    under the lock."""
+    _, index = fresh
+    real_execute = indexer._WaitingConnection.execute
+
+    def execute(conn, sql, *args):
+        if sql == "BEGIN IMMEDIATE":
+            other = sqlite3.connect(index.path, isolation_level=None)
+            other.execute("UPDATE attrs SET kind = 'str', str = 'elsewhere' WHERE name = 'host'")
+            other.close()
+        return real_execute(conn, sql, *args)
+
+    monkeypatch.setattr(indexer._WaitingConnection, "execute", execute)
+    index.decode_lazy({"host"})
+    assert {row for row in rows(index, "SELECT kind, str FROM attrs WHERE name = 'host'")} == {("str", "elsewhere")}
 
 
 def test_wal_mode(built):
